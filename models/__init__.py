@@ -1,0 +1,53 @@
+"""The pure domain of orderfleet: events, the convergent state, decisions. No I/O here."""
+
+from models.decisions import (
+    Decision,
+    EmittedDecision,
+    decide,
+    decision_holds,
+    decision_id_for,
+    next_decision,
+)
+from models.events import (
+    EVENT_TYPES,
+    SECTIONS,
+    CarrierOption,
+    Envelope,
+    Event,
+    InventoryReserved,
+    Item,
+    LoyaltyPointsUpdated,
+    OrderCreated,
+    PaymentProcessed,
+    ShippingCalculated,
+    content_of,
+)
+from models.parsing import InvalidEvent, parse_event, raw_text
+from models.state import OrderState, converged_view, project
+
+__all__ = [
+    "EVENT_TYPES",
+    "SECTIONS",
+    "CarrierOption",
+    "Decision",
+    "EmittedDecision",
+    "Envelope",
+    "Event",
+    "InvalidEvent",
+    "InventoryReserved",
+    "Item",
+    "LoyaltyPointsUpdated",
+    "OrderCreated",
+    "OrderState",
+    "PaymentProcessed",
+    "ShippingCalculated",
+    "content_of",
+    "converged_view",
+    "decide",
+    "decision_holds",
+    "decision_id_for",
+    "next_decision",
+    "parse_event",
+    "project",
+    "raw_text",
+]

@@ -1,0 +1,127 @@
+"""Wire-level value rules shared by every event: money, instants, canonical JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+MAX_EVENT_BYTES = 64 * 1024
+
+_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?$")
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+class WireError(ValueError):
+    """A value broke a wire rule; the message is the rule, e.g. 'must be >= 0'."""
+
+
+def to_decimal(value: Any) -> Decimal:
+    """Money as an exact Decimal: the JSON number 99.99 is Decimal('99.99')."""
+    if isinstance(value, bool):
+        raise WireError("must be a decimal number, not a boolean")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise WireError("must be a finite decimal number")
+        value = repr(value)
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise WireError("must be a decimal number") from None
+    if not result.is_finite():
+        raise WireError("must be a finite decimal number")
+    return result
+
+
+def to_instant(value: Any) -> datetime:
+    """An RFC 3339 instant with an offset, in UTC, truncated to microseconds."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise WireError("must carry a UTC offset (naive times are rejected)")
+        return value.astimezone(UTC)
+    if not isinstance(value, str):
+        raise WireError("must be an RFC 3339 timestamp string")
+    match = _RFC3339.match(value.strip())
+    if not match and _NAIVE.match(value.strip()):
+        raise WireError("must carry a UTC offset such as Z or +02:00 (naive times are rejected)")
+    if not match:
+        raise WireError("must be an RFC 3339 timestamp with an offset, e.g. 2026-01-01T10:00:00Z")
+    return _instant_from_match(match)
+
+
+def _instant_from_match(match: re.Match[str]) -> datetime:
+    *fields, fraction, offset = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        local = datetime(*(int(f) for f in fields), micros)
+    except ValueError as exc:
+        raise WireError(f"is not a valid date/time ({exc})") from None
+    return local.replace(tzinfo=_offset(offset)).astimezone(UTC)
+
+
+def _offset(text: str) -> timezone:
+    if text in ("Z", "z"):
+        return UTC
+    sign = -1 if text[0] == "-" else 1
+    hours, minutes = int(text[1:3]), int(text[4:6])
+    if hours > 23 or minutes > 59:
+        raise WireError("has an invalid UTC offset")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def format_instant(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z; microseconds only when present."""
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+def format_decimal(value: Decimal) -> str:
+    """A decimal as a plain string without exponent or trailing zeros: 100, 99.9."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces, decimals and instants normalised: the basis of derived ids."""
+    return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, Decimal):
+        return format_decimal(obj)
+    if isinstance(obj, datetime):
+        return format_instant(obj)
+    if isinstance(obj, float):
+        return format_decimal(to_decimal(obj))
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise WireError(f"JSON constant {name} is not allowed (numbers must be finite)")
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON keeping numbers exact (Decimal) and rejecting NaN/Infinity."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def dumps(obj: Any) -> str:
+    """JSON for storage and transport: decimals as strings, instants as RFC 3339."""
+    return json.dumps(obj, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return format_decimal(obj)
+    if isinstance(obj, datetime):
+        return format_instant(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

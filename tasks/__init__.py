@@ -1,0 +1,1 @@
+"""Celery tasks of orderfleet and the producer API."""

@@ -1,0 +1,1 @@
+"""orderfleet infrastructure: the Celery app, routing, locks, the store, embedded servers."""

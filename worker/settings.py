@@ -1,0 +1,74 @@
+"""The one place that reads ORDERFLEET_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value orderfleet cannot run with; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of orderfleet; `None` URLs mean the embedded servers."""
+
+    broker_url: str | None = None
+    redis_url: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Path(".orderfleet")
+    partitions: int = 16
+    visibility_timeout: float = 60.0
+    max_retries: int = 12
+    retry_backoff_base: float = 0.05
+    retry_backoff_max: float = 5.0
+    lock_lease: float = 10.0
+    lock_wait: float = 0.5
+    lock_prefix: str = "orderfleet:lock:"
+    broker_prefix: str = ""
+    outbox_relay_after: float = 5.0
+    outbox_relay_interval: float = 5.0
+    flower_auth: str | None = None
+    metrics_port: int | None = None
+    log_level: str = "INFO"
+
+    @property
+    def largest_retry_countdown(self) -> float:
+        """The longest countdown a retry can get (full jitter draws from 0 up to this)."""
+        return min(self.retry_backoff_max, self.retry_backoff_base * 2**self.max_retries)
+
+
+_ENV = {f.name: f"ORDERFLEET_{f.name.upper()}" for f in fields(Settings)}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ORDERFLEET_* variables; unset ones keep their defaults."""
+    env = os.environ if env is None else env
+    values = {}
+    for field in fields(Settings):
+        raw = env.get(_ENV[field.name])
+        if raw is not None and raw != "":
+            values[field.name] = _convert(field.name, field.type, raw)
+    return Settings(**values)
+
+
+def _convert(name: str, kind: object, raw: str) -> object:
+    text = str(kind)
+    try:
+        if "Path" in text:
+            return Path(raw)
+        if "int" in text:
+            return int(raw)
+        if "float" in text:
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{_ENV[name]}={raw!r}: must be a {text.split()[0]}") from None
+    return raw
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a Settings field."""
+    return _ENV[field_name]
