@@ -1,0 +1,123 @@
+"""Shared fixtures: real PostgreSQL and Redis, isolated per test run and cleaned up.
+
+The machine's servers when ORDERFLEET_TEST_DATABASE_URL / ORDERFLEET_TEST_REDIS_URL are set
+(.ci/run sets them), else embedded ones from PyPI. A missing service fails loudly in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from worker.db import driver_url, make_engine, session_factory, upgrade
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def unavailable(what: str, why: object) -> None:
+    """Raise in CI, skip elsewhere (a developer may lack a service)."""
+    message = f"{what} is not available: {why}"
+    if IN_CI:
+        raise RuntimeError(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data dir for embedded servers, stopped at the end of the run."""
+    path = tmp_path_factory.mktemp("embedded")
+    yield path
+    from worker import embedded
+
+    embedded.stop(path)
+
+
+@pytest.fixture(scope="session")
+def server_database_url(request: pytest.FixtureRequest) -> str:
+    url = os.environ.get("ORDERFLEET_TEST_DATABASE_URL")
+    if url:
+        return driver_url(url)
+    try:
+        from worker import embedded
+
+        return embedded.ensure_postgres(request.getfixturevalue("embedded_dir"))
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+        raise
+
+
+@pytest.fixture(scope="session")
+def database_url(server_database_url: str) -> Iterator[str]:
+    """A fresh database with the schema migrated, dropped after the run."""
+    name = f"orderfleet_test_{RUN_ID}"
+    admin = create_engine(server_database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        unavailable("PostgreSQL", exc)
+    url = make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine):
+    """A session factory on a database emptied before the test."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE orders, order_events, decision_outbox, decision_deliveries, "
+                "dead_letters RESTART IDENTITY"
+            )
+        )
+    return session_factory(engine)
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(request: pytest.FixtureRequest) -> str:
+    url = os.environ.get("ORDERFLEET_TEST_REDIS_URL")
+    if not url:
+        try:
+            from worker import embedded
+
+            url = embedded.ensure_redis(request.getfixturevalue("embedded_dir"))
+        except Exception as exc:
+            unavailable("Redis", exc)
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    return url
+
+
+@pytest.fixture
+def key_prefix(redis_server_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test alone; its keys are deleted afterwards."""
+    prefix = f"orderfleet-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_server_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -1,0 +1,205 @@
+"""The apply pipeline's core (DESIGN.md section 6 step 3): plain functions over a unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import (
+    EmittedDecision,
+    Event,
+    OrderState,
+    converged_view,
+    decide,
+    decision_holds,
+    next_decision,
+    parse_event,
+    project,
+)
+from models.wire import dumps, loads
+from worker.store import DeadLetter, EventLog, UnitOfWork, content_hash, stream_orders
+
+Status = Literal["applied", "duplicate", "dead_lettered"]
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What became of one event."""
+
+    event_id: str
+    order_id: str
+    status: Status
+    decision: EmittedDecision | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A validated event and the raw object it came from (stored as received)."""
+
+    event: Event
+    raw: Any = None
+    task_name: str | None = None
+
+    @property
+    def raw_object(self) -> dict[str, Any]:
+        if isinstance(self.raw, dict):
+            return self.raw
+        if isinstance(self.raw, str | bytes):
+            return loads(self.raw)
+        return self.event.to_wire()
+
+
+def apply_event(
+    uow: UnitOfWork, event: Event, now: datetime, raw: Any = None, task_name: str | None = None
+) -> ApplyOutcome:
+    """Apply one event: a batch of one."""
+    return apply_events(uow, [Incoming(event, raw, task_name)], now)[0]
+
+
+def apply_events(uow: UnitOfWork, batch: Sequence[Incoming], now: datetime) -> list[ApplyOutcome]:
+    """Apply many events of many orders in one transaction; raises VersionConflict to retry."""
+    with uow:
+        firsts = _first_occurrences(batch)
+        new_ids = uow.events.record(
+            [i.event for i in firsts.values()], [i.raw_object for i in firsts.values()], now
+        )
+        logged = _logged_hashes(uow.events, firsts, new_ids)
+        outcomes = [_classify(item, firsts, new_ids, logged) for item in batch]
+        decided = _fold(uow, [firsts[eid] for eid in firsts if eid in new_ids], now)
+        _record_rejects(uow, batch, outcomes, now)
+        uow.commit()
+    return [_with_decision(outcome, decided) for outcome in outcomes]
+
+
+def _first_occurrences(batch: Sequence[Incoming]) -> dict[str, Incoming]:
+    firsts: dict[str, Incoming] = {}
+    for item in batch:
+        firsts.setdefault(item.event.event_id, item)
+    return firsts
+
+
+def _logged_hashes(log: EventLog, firsts: dict[str, Incoming], new_ids: set[str]) -> dict[str, str]:
+    """The content hash the log holds for every event id of the batch."""
+    logged = log.hashes(eid for eid in firsts if eid not in new_ids)
+    logged.update({eid: content_hash(firsts[eid].event) for eid in new_ids})
+    return logged
+
+
+def _classify(
+    item: Incoming, firsts: dict[str, Incoming], new_ids: set[str], logged: dict[str, str]
+) -> ApplyOutcome:
+    event = item.event
+    if event.event_id in new_ids and firsts[event.event_id] is item:
+        return ApplyOutcome(event.event_id, event.order_id, "applied")
+    if logged.get(event.event_id) == content_hash(event):
+        return ApplyOutcome(event.event_id, event.order_id, "duplicate")
+    return ApplyOutcome(event.event_id, event.order_id, "dead_lettered", reason="event_id_conflict")
+
+
+def _fold(uow: UnitOfWork, fresh: list[Incoming], now: datetime) -> dict[str, EmittedDecision]:
+    """Fold new events into their orders and save them; returns decisions emitted, by event."""
+    states = uow.orders.get_many({item.event.order_id for item in fresh})
+    decided: dict[str, EmittedDecision] = {}
+    for item in fresh:
+        event = item.event
+        before = states.get(event.order_id) or OrderState(order_id=event.order_id)
+        states[event.order_id] = after = before.apply(event)
+        if after.decision is not None and after.decision != before.decision:
+            uow.outbox.add(after.decision, now)
+            decided[event.event_id] = after.decision
+    for state in states.values():
+        uow.orders.save(state, now)
+    return decided
+
+
+def _record_rejects(
+    uow: UnitOfWork, batch: Sequence[Incoming], outcomes: list[ApplyOutcome], now: datetime
+) -> None:
+    uow.events.count_redelivery(o.event_id for o in outcomes if o.status == "duplicate")
+    for item, outcome in zip(batch, outcomes, strict=True):
+        if outcome.status == "dead_lettered":
+            uow.dead_letters.add(_conflict_letter(item), now)
+
+
+def _conflict_letter(item: Incoming) -> DeadLetter:
+    return DeadLetter(
+        reason="event_id_conflict",
+        error=f"eventId {item.event.event_id!r} was already applied with different content",
+        raw=dumps(item.raw_object),
+        task_name=item.task_name,
+        order_id=item.event.order_id,
+        event_id=item.event.event_id,
+    )
+
+
+def _with_decision(outcome: ApplyOutcome, decided: dict[str, EmittedDecision]) -> ApplyOutcome:
+    decision = decided.get(outcome.event_id) if outcome.status == "applied" else None
+    if decision is None:
+        return outcome
+    return ApplyOutcome(outcome.event_id, outcome.order_id, outcome.status, decision)
+
+
+def events_from_log(raws: Iterable[dict[str, Any]]) -> list[Event]:
+    return [parse_event(raw) for raw in raws]
+
+
+def rebuild(uow: UnitOfWork, order_id: str, now: datetime) -> OrderState | None:
+    """Recompute an order from its log; the decision stream goes on (a correction if needed)."""
+    with uow:
+        stored = uow.orders.get(order_id)
+        if stored is None:
+            return None
+        rebuilt = project(order_id, events_from_log(uow.events.raw_events(order_id)))
+        state = rebuilt.model_copy(update={"decision": stored.decision, "version": stored.version})
+        emitted = next_decision(order_id, stored.decision, decide(state))
+        if emitted is not None:
+            state = state.model_copy(update={"decision": emitted})
+            uow.outbox.add(emitted, now)
+        uow.orders.save(state, now)
+        uow.commit()
+    return state
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """An order whose stored state is not what its log says."""
+
+    order_id: str
+    fields: tuple[str, ...]
+
+
+def divergence(stored: OrderState, events: Iterable[Event]) -> Divergence | None:
+    """Compare a stored order with the projection of its logged events."""
+    expected = converged_view(project(stored.order_id, events).to_document())
+    actual = converged_view(stored.to_document())
+    fields = [k for k in expected if expected[k] != actual.get(k)]
+    if not decision_holds(stored):
+        fields.append("decision")
+    return Divergence(stored.order_id, tuple(fields)) if fields else None
+
+
+def verify(sessions: sessionmaker[Session], page_size: int = 500) -> Iterator[Divergence]:
+    """Every order whose stored state differs from its log (streaming, bounded memory)."""
+    page: list[OrderState] = []
+    for state in stream_orders(sessions, page_size):
+        page.append(state)
+        if len(page) == page_size:
+            yield from _verify_page(sessions, page)
+            page = []
+    yield from _verify_page(sessions, page)
+
+
+def _verify_page(sessions: sessionmaker[Session], page: list[OrderState]) -> Iterator[Divergence]:
+    if not page:
+        return
+    with sessions() as session:
+        raws = EventLog(session).raw_events_of([s.order_id for s in page])
+    for state in page:
+        found = divergence(state, events_from_log(raws[state.order_id]))
+        if found is not None:
+            yield found

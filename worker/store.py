@@ -1,0 +1,255 @@
+"""The unit of work and repositories over PostgreSQL (cosmicpython style)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from models import EmittedDecision, Event, OrderState, content_of
+from models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
+
+
+class VersionConflict(Exception):
+    """Another writer changed the order first; the caller retries."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that cannot be applied, with a reason naming why."""
+
+    reason: str
+    error: str
+    raw: str
+    task_name: str | None = None
+    order_id: str | None = None
+    event_id: str | None = None
+
+
+def content_hash(event: Event) -> str:
+    return hashlib.sha256(content_of(event).encode("utf-8")).hexdigest()
+
+
+class EventLog:
+    """Records distinct events; tells new ones from re-deliveries and id conflicts."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def record(self, events: Sequence[Event], raws: Sequence[Any], now: datetime) -> set[str]:
+        """Insert the events not yet logged; returns the ids that were new."""
+        rows = [_event_row(e, raw, now) for e, raw in zip(events, raws, strict=True)]
+        if not rows:
+            return set()
+        stmt = insert(EventRow).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
+        return set(self.session.scalars(stmt.returning(EventRow.event_id)))
+
+    def hashes(self, event_ids: Iterable[str]) -> dict[str, str]:
+        stmt = select(EventRow.event_id, EventRow.content_hash).where(
+            EventRow.event_id.in_(list(event_ids))
+        )
+        return {event_id: digest for event_id, digest in self.session.execute(stmt)}
+
+    def count_redelivery(self, event_ids: Iterable[str]) -> None:
+        ids = list(event_ids)
+        if ids:
+            stmt = update(EventRow).where(EventRow.event_id.in_(ids))
+            self.session.execute(stmt.values(deliveries=EventRow.deliveries + 1))
+
+    def raw_events(self, order_id: str) -> list[dict[str, Any]]:
+        stmt = select(EventRow.raw).where(EventRow.order_id == order_id)
+        return list(self.session.scalars(stmt))
+
+    def raw_events_of(self, order_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        stmt = select(EventRow.order_id, EventRow.raw).where(EventRow.order_id.in_(order_ids))
+        found: dict[str, list[dict[str, Any]]] = {order_id: [] for order_id in order_ids}
+        for order_id, raw in self.session.execute(stmt):
+            found[order_id].append(raw)
+        return found
+
+
+def _event_row(event: Event, raw: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "order_id": event.order_id,
+        "event_type": event.event_type,
+        "event_at": event.timestamp,
+        "raw": raw if isinstance(raw, dict) else event.to_wire(),
+        "content_hash": content_hash(event),
+        "received_at": now,
+        "applied_at": now,
+    }
+
+
+class OrderRepository:
+    """Loads and saves order states; the row's version fences concurrent writers."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._rows: dict[str, OrderRow] = {}
+
+    def get_many(self, order_ids: Iterable[str]) -> dict[str, OrderState]:
+        ids = sorted(set(order_ids) - set(self._rows))
+        if ids:
+            rows = self.session.scalars(select(OrderRow).where(OrderRow.order_id.in_(ids)))
+            self._rows.update({row.order_id: row for row in rows})
+        return {oid: _state(self._rows[oid]) for oid in order_ids if oid in self._rows}
+
+    def get(self, order_id: str) -> OrderState | None:
+        return self.get_many([order_id]).get(order_id)
+
+    def save(self, state: OrderState, now: datetime) -> None:
+        row = self._rows.get(state.order_id)
+        if row is None:
+            row = OrderRow(order_id=state.order_id, created_at=now)
+            self.session.add(row)
+            self._rows[state.order_id] = row
+        _fill(row, state, now)
+
+    def page(self, after: str | None, limit: int) -> list[OrderState]:
+        """Orders in id order after `after` (keyset paging, bounded memory)."""
+        stmt = select(OrderRow).order_by(OrderRow.order_id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(OrderRow.order_id > after)
+        return [_state(row) for row in self.session.scalars(stmt)]
+
+    def count(self) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(OrderRow)) or 0)
+
+
+def _state(row: OrderRow) -> OrderState:
+    return OrderState.from_document({**row.document, "version": row.version})
+
+
+def _fill(row: OrderRow, state: OrderState, now: datetime) -> None:
+    document = state.to_document()
+    document.pop("version")
+    row.status = state.status
+    row.completeness = state.completeness
+    row.event_count = state.event_count
+    row.decision_seq = state.decision.seq if state.decision else 0
+    row.last_event_at = state.last_event_at
+    row.document = document
+    row.updated_at = now
+
+
+class Outbox:
+    """Decisions waiting to be published (the transactional outbox)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, decision: EmittedDecision, now: datetime) -> None:
+        self.session.add(
+            OutboxRow(
+                decision_id=decision.decision_id,
+                order_id=decision.order_id,
+                seq=decision.seq,
+                outcome=decision.outcome,
+                reason=decision.reason,
+                supersedes=decision.supersedes,
+                payload=decision_payload(decision),
+                created_at=now,
+            )
+        )
+
+    def unpublished(self, older_than: datetime, limit: int) -> list[OutboxRow]:
+        stmt = (
+            select(OutboxRow)
+            .where(OutboxRow.published_at.is_(None), OutboxRow.created_at <= older_than)
+            .order_by(OutboxRow.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(self.session.scalars(stmt))
+
+    def mark_published(self, decision_ids: Iterable[str], now: datetime) -> None:
+        ids = list(decision_ids)
+        if ids:
+            stmt = update(OutboxRow).where(OutboxRow.decision_id.in_(ids))
+            self.session.execute(stmt.values(published_at=now))
+
+
+def decision_payload(decision: EmittedDecision) -> dict[str, Any]:
+    """The keyword argument `decision` of the decision tasks."""
+    return {"orderId": decision.order_id, **decision.to_document()}
+
+
+class DeadLetters:
+    """Messages that could not be applied."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, letter: DeadLetter, now: datetime) -> None:
+        self.session.add(
+            DeadLetterRow(
+                received_at=now,
+                reason=letter.reason,
+                error=letter.error[:10_000],
+                raw=letter.raw,
+                task_name=letter.task_name,
+                order_id=(letter.order_id or None) and letter.order_id[:128],
+                event_id=(letter.event_id or None) and letter.event_id[:128],
+            )
+        )
+
+
+class UnitOfWork:
+    """One transaction; `commit` turns concurrent-update failures into VersionConflict."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._sessions()
+        self.events = EventLog(self.session)
+        self.orders = OrderRepository(self.session)
+        self.outbox = Outbox(self.session)
+        self.dead_letters = DeadLetters(self.session)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.rollback()
+        self.session.close()
+
+    def commit(self) -> None:
+        try:
+            self.session.commit()
+        except StaleDataError as exc:
+            raise VersionConflict(str(exc)) from exc
+        except IntegrityError as exc:
+            if _is_concurrent_create(exc):
+                raise VersionConflict(str(exc.orig)) from exc
+            raise
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
+_CONCURRENT_CREATE = ("orders_pkey", "decision_outbox_pkey", "uq_decision_outbox_order_id_seq")
+
+
+def _is_concurrent_create(exc: IntegrityError) -> bool:
+    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    return constraint in _CONCURRENT_CREATE
+
+
+def stream_orders(sessions: sessionmaker[Session], page_size: int = 500) -> Iterator[OrderState]:
+    """Every stored order, a page at a time."""
+    after: str | None = None
+    while True:
+        with sessions() as session:
+            page = OrderRepository(session).page(after, page_size)
+        yield from page
+        if len(page) < page_size:
+            return
+        after = page[-1].order_id
