@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from models import EmittedDecision, Event, OrderState, content_of
-from models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
+from models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OrderRow, OutboxRow
 
 
 class VersionConflict(Exception):
@@ -215,6 +215,7 @@ class UnitOfWork:
         self.orders = OrderRepository(self.session)
         self.outbox = Outbox(self.session)
         self.dead_letters = DeadLetters(self.session)
+        self.deliveries = DecisionDeliveries(self.session)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -253,3 +254,26 @@ def stream_orders(sessions: sessionmaker[Session], page_size: int = 500) -> Iter
         if len(page) < page_size:
             return
         after = page[-1].order_id
+
+
+class DecisionDeliveries:
+    """Decisions received by the default decision tasks; a re-delivery bumps a counter."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def record(self, payload: dict[str, Any], now: datetime) -> bool:
+        """Record one delivery; True when it is the first for its decisionId."""
+        stmt = insert(DecisionDeliveryRow).values(
+            decision_id=payload["decisionId"],
+            order_id=payload["orderId"],
+            seq=payload["seq"],
+            outcome=payload["outcome"],
+            payload=payload,
+            received_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["decision_id"],
+            set_={"deliveries": DecisionDeliveryRow.deliveries + 1},
+        ).returning(DecisionDeliveryRow.deliveries)
+        return self.session.scalar(stmt) == 1

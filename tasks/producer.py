@@ -1,0 +1,83 @@
+"""The producer API: validate first, route by orderId, send. Needs only the broker URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from models import Envelope, Event, parse_event
+from worker.app import app as default_app
+from worker.pipeline import TASK_FOR_TYPE
+from worker.routing import partition_for, queue_name
+from worker.settings import load_settings
+
+BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class PublishReceipt:
+    """Where an event went: its (possibly derived) id, task, partition and queue."""
+
+    event_id: str
+    order_id: str
+    event_type: str
+    task_name: str
+    partition: int
+    queue: str
+    task_id: str
+
+
+def publish(
+    event: Mapping[str, Any] | str | bytes | Envelope, *, app: Celery | None = None
+) -> PublishReceipt:
+    """Validate (raises models.InvalidEvent before anything is sent), route and send one event."""
+    return publish_many([event], app=app)[0]
+
+
+def publish_many(
+    events: Iterable[Mapping[str, Any] | str | bytes | Envelope], *, app: Celery | None = None
+) -> list[PublishReceipt]:
+    """Validate every event first, then send them pipelined on one connection."""
+    app = app or default_app
+    parsed = [parse_event(event) for event in events]
+    partitions = load_settings().partitions
+    _ensure_embedded_broker(app)
+    receipts = []
+    with app.producer_or_acquire() as producer, _batch(producer):
+        for event in parsed:
+            receipts.append(_send(app, producer, event, partitions))
+    return receipts
+
+
+def _send(app: Celery, producer: Any, event: Event, partitions: int) -> PublishReceipt:
+    task_name = TASK_FOR_TYPE[event.event_type]
+    partition = partition_for(event.order_id, partitions)
+    queue = queue_name(partition)
+    result = app.send_task(
+        task_name,
+        kwargs={"event": event.to_wire()},
+        queue=queue,
+        routing_key=queue,
+        producer=producer,
+    )
+    return PublishReceipt(
+        event.event_id, event.order_id, event.event_type, task_name, partition, queue, result.id
+    )
+
+
+def _batch(producer: Any) -> AbstractContextManager[Any]:
+    """kombu's pipelined publish batch where the transport has one."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=BATCH_SIZE) if batch is not None else nullcontext()
+
+
+def _ensure_embedded_broker(app: Celery) -> None:
+    """With no broker URL set, the embedded Redis must be running before we send."""
+    if load_settings().broker_url is None:
+        from worker import embedded
+
+        embedded.ensure_redis(load_settings().data_dir)

@@ -1,0 +1,72 @@
+"""Publishing decisions: after commit, and by the periodic relay for rows left behind."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
+
+from models import EmittedDecision
+from worker.routing import DECISIONS_QUEUE
+from worker.runtime import Runtime
+from worker.store import UnitOfWork, decision_payload
+
+log = logging.getLogger(__name__)
+
+DECISION_TASKS = {
+    "confirmed": "orderfleet.decisions.order_confirmed",
+    "rejected": "orderfleet.decisions.order_rejected",
+    "on_hold": "orderfleet.decisions.order_on_hold",
+}
+
+
+def send_decision(app: Celery, outcome: str, payload: dict) -> None:
+    """Send one decision task by name to the decisions queue."""
+    app.send_task(
+        DECISION_TASKS[outcome],
+        kwargs={"decision": payload},
+        queue=DECISIONS_QUEUE,
+        routing_key=DECISIONS_QUEUE,
+        retry=False,
+    )
+
+
+def publish_after_commit(
+    app: Celery, runtime: Runtime, decisions: Iterable[EmittedDecision]
+) -> int:
+    """Send decisions just committed and mark them published; the relay covers any failure."""
+    sent = []
+    for decision in decisions:
+        try:
+            send_decision(app, decision.outcome, decision_payload(decision))
+        except BrokerError:
+            log.warning("decision %s not sent now; the outbox relay will", decision.decision_id)
+            continue
+        sent.append(decision.decision_id)
+    _mark(runtime, sent, runtime.now())
+    return len(sent)
+
+
+def relay(app: Celery, runtime: Runtime, older_than: timedelta, limit: int = 500) -> int:
+    """Re-publish outbox rows left unpublished longer than `older_than` (crash after commit)."""
+    now = runtime.now()
+    with runtime.unit_of_work() as uow:
+        rows = uow.outbox.unpublished(now - older_than, limit)
+        for row in rows:
+            send_decision(app, row.outcome, row.payload)
+        uow.outbox.mark_published([row.decision_id for row in rows], now)
+        uow.commit()
+    if rows:
+        log.info("relayed %d unpublished decisions", len(rows))
+    return len(rows)
+
+
+def _mark(runtime: Runtime, decision_ids: list[str], now: datetime) -> None:
+    if not decision_ids:
+        return
+    with UnitOfWork(runtime.sessions) as uow:
+        uow.outbox.mark_published(decision_ids, now)
+        uow.commit()

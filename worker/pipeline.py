@@ -1,0 +1,128 @@
+"""Applying one received message (DESIGN.md section 6), whatever it contains.
+
+Every message ends applied, recorded as a duplicate, or in the dead letters with a reason;
+transient failures raise `Retryable` for the task layer to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from sqlalchemy.exc import DBAPIError
+
+from models import Event, InvalidEvent, parse_event, raw_text
+from models.wire import dumps
+from worker.locks import LockNotAcquired, order_lock
+from worker.outbox import publish_after_commit
+from worker.routing import EVENT_TASK_PREFIX, event_order_id
+from worker.runtime import Runtime
+from worker.service import ApplyOutcome, apply_event
+from worker.store import DeadLetter, VersionConflict
+
+log = logging.getLogger(__name__)
+
+TASK_FOR_TYPE = {
+    "OrderCreated": "orderfleet.events.order_created",
+    "InventoryReserved": "orderfleet.events.inventory_reserved",
+    "PaymentProcessed": "orderfleet.events.payment_processed",
+    "ShippingCalculated": "orderfleet.events.shipping_calculated",
+    "LoyaltyPointsUpdated": "orderfleet.events.loyalty_points_updated",
+}
+TRANSIENT = (VersionConflict, LockNotAcquired, redis.ConnectionError, redis.TimeoutError)
+
+
+class Retryable(Exception):
+    """A transient failure: the same message may well succeed later."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(f"{type(cause).__name__}: {cause}")
+
+
+@dataclass(frozen=True)
+class Handled:
+    """The end of one message: applied, duplicate, or dead_lettered (with a reason)."""
+
+    status: str
+    reason: str | None = None
+    outcome: ApplyOutcome | None = None
+
+
+def handle_event_message(app: Celery, runtime: Runtime, task_name: str, message: Any) -> Handled:
+    """Validate, lock, apply, publish decisions; raises Retryable on transient failures."""
+    try:
+        event = parse_event(message)
+    except InvalidEvent as exc:
+        return dead_letter(runtime, "invalid_event", str(exc), message, task_name)
+    expected = TASK_FOR_TYPE[event.event_type]
+    if task_name != expected:
+        error = f"eventType {event.event_type} must be sent to {expected}, not {task_name}"
+        return dead_letter(runtime, "task_mismatch", error, message, task_name)
+    try:
+        return _apply_locked(app, runtime, event, message, task_name)
+    except TRANSIENT as exc:
+        raise Retryable(exc) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated or _is_transient_db_error(exc):
+            raise Retryable(exc) from exc
+        raise
+
+
+def _apply_locked(
+    app: Celery, runtime: Runtime, event: Event, message: Any, task_name: str
+) -> Handled:
+    s = runtime.settings
+    with order_lock(
+        runtime.redis, event.order_id, prefix=s.lock_prefix, lease=s.lock_lease, wait=s.lock_wait
+    ):
+        raw = message if isinstance(message, dict) else None
+        outcome = apply_event(runtime.unit_of_work(), event, runtime.now(), raw, task_name)
+        if outcome.decision is not None:
+            publish_after_commit(app, runtime, [outcome.decision])
+    return Handled(outcome.status, outcome.reason, outcome)
+
+
+def _is_transient_db_error(exc: DBAPIError) -> bool:
+    """Connection-level failures and serialization/deadlock errors are worth a retry."""
+    code = getattr(exc.orig, "pgcode", None) or ""
+    return code.startswith(("08", "57P", "40")) or "server closed the connection" in str(exc)
+
+
+def dead_letter(
+    runtime: Runtime, reason: str, error: str, message: Any, task_name: str | None
+) -> Handled:
+    """Record a message that will not be applied, with why; it stays replayable."""
+    letter = DeadLetter(
+        reason=reason,
+        error=error,
+        raw=raw_text(message),
+        task_name=task_name,
+        order_id=event_order_id(message),
+        event_id=_event_id_of(message),
+    )
+    with runtime.unit_of_work() as uow:
+        uow.dead_letters.add(letter, runtime.now())
+        uow.commit()
+    log.warning("dead letter (%s) from %s: %s", reason, task_name, error[:500])
+    return Handled("dead_lettered", reason)
+
+
+def _event_id_of(message: Any) -> str | None:
+    value = message.get("eventId", message.get("event_id")) if isinstance(message, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def is_event_task(name: str) -> bool:
+    return name.startswith(EVENT_TASK_PREFIX)
+
+
+def describe(message: Any) -> str:
+    """A short printable form of a message for logs."""
+    try:
+        return dumps(message)[:200]
+    except (TypeError, ValueError):
+        return repr(message)[:200]

@@ -1,0 +1,93 @@
+"""The composition root: builds engines, clients and settings on first use, never at import."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from functools import cached_property
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.db import check_schema, make_engine, session_factory
+from worker.settings import Settings, load_settings
+from worker.store import UnitOfWork
+
+
+class Runtime:
+    """Everything a worker process talks to, built lazily from one Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url
+        from worker import embedded
+
+        return embedded.ensure_postgres(self.settings.data_dir)
+
+    @cached_property
+    def redis_url(self) -> str:
+        if self.settings.redis_url:
+            return self.settings.redis_url
+        broker = self.settings.broker_url or ""
+        if broker.startswith(("redis://", "rediss://")):
+            return broker
+        from worker import embedded
+
+        return embedded.ensure_redis(self.settings.data_dir)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.database_url, pool_size=2, max_overflow=4)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.engine)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions)
+
+    def check_schema(self) -> None:
+        check_schema(self.engine)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+        if "redis" in self.__dict__:
+            self.redis.close()
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+
+_current: Runtime | None = None
+_guard = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built from the environment on first use."""
+    global _current
+    with _guard:
+        if _current is None:
+            _current = Runtime(load_settings())
+        return _current
+
+
+def reset_runtime(runtime: Runtime | None = None) -> None:
+    """Drop the process's runtime (after fork, or to install one in tests)."""
+    global _current
+    with _guard:
+        if _current is not None and _current is not runtime:
+            _current.close()
+        _current = runtime
