@@ -122,7 +122,9 @@ def project(order_id: str, events: Iterable[Event]) -> OrderState:
     Distinct events (by eventId) are folded in their total order, so the result, including
     the decision stream, is the same for every arrival order.
     """
-    distinct = {event.event_id: event for event in events}
+    distinct: dict[str, Event] = {}
+    for event in events:
+        distinct.setdefault(event.event_id, event)  # the first one stays (section 3)
     state = OrderState(order_id=order_id)
     for event in sorted(distinct.values(), key=lambda e: e.key):
         state = state.apply(event)

@@ -11,9 +11,10 @@ from typing import Any
 
 MAX_EVENT_BYTES = 64 * 1024
 
-_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?$")
+_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?$", re.ASCII)
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII,
 )
 
 
@@ -35,7 +36,15 @@ def to_decimal(value: Any) -> Decimal:
         raise WireError("must be a decimal number") from None
     if not result.is_finite():
         raise WireError("must be a finite decimal number")
+    _check_plain_length(result)
     return result
+
+
+def _check_plain_length(value: Decimal) -> None:
+    """Written out in full (as documents do), a decimal must fit the event size limit."""
+    _, digits, exponent = value.as_tuple()
+    if len(digits) + abs(int(exponent)) > MAX_EVENT_BYTES:
+        raise WireError(f"must have at most {MAX_EVENT_BYTES} digits when written out in full")
 
 
 def to_instant(value: Any) -> datetime:
@@ -43,7 +52,7 @@ def to_instant(value: Any) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise WireError("must carry a UTC offset (naive times are rejected)")
-        return value.astimezone(UTC)
+        return _to_utc(value)
     if not isinstance(value, str):
         raise WireError("must be an RFC 3339 timestamp string")
     match = _RFC3339.match(value.strip())
@@ -61,7 +70,14 @@ def _instant_from_match(match: re.Match[str]) -> datetime:
         local = datetime(*(int(f) for f in fields), micros)
     except ValueError as exc:
         raise WireError(f"is not a valid date/time ({exc})") from None
-    return local.replace(tzinfo=_offset(offset)).astimezone(UTC)
+    return _to_utc(local.replace(tzinfo=_offset(offset)))
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise WireError("is out of range once converted to UTC") from None
 
 
 def _offset(text: str) -> timezone:
@@ -81,8 +97,12 @@ def format_instant(value: datetime) -> str:
 
 
 def format_decimal(value: Decimal) -> str:
-    """A decimal as a plain string without exponent or trailing zeros: 100, 99.9."""
-    text = format(value.normalize(), "f")
+    """A decimal as a plain string without exponent or trailing zeros: 100, 99.9. Exact:
+    no rounding to the decimal context's precision."""
+    _check_plain_length(value)
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "0") else text
 
 
@@ -111,7 +131,7 @@ def _reject_constant(name: str) -> Any:
 
 def loads(text: str | bytes) -> Any:
     """Parse JSON keeping numbers exact (Decimal) and rejecting NaN/Infinity."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    return json.loads(text, parse_float=to_decimal, parse_constant=_reject_constant)
 
 
 def dumps(obj: Any) -> str:
