@@ -1,17 +1,19 @@
-"""The five event tasks: thin wrappers over the apply pipeline, retries in one place."""
+"""The five event tasks: thin wrappers over the apply pipeline; retries and metrics here only."""
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any
 
 from celery import Task
 
+from worker import metrics
 from worker.app import app
-from worker.pipeline import Retryable, dead_letter, handle_event_message
+from worker.pipeline import Handled, Retryable, dead_letter, handle_event_message
 from worker.retries import backoff_countdown
-from worker.runtime import get_runtime
+from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 _NO_EVENT = object()
@@ -27,27 +29,36 @@ class EventTask(Task):
     def apply_message(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Parse, apply, map the outcome: applied, duplicate or dead_lettered."""
         runtime = get_runtime()
+        started = time.perf_counter()
+        handled = self._handle(runtime, args, kwargs)
+        elapsed = time.perf_counter() - started
+        stats_key = runtime.settings.stats_key
+        metrics.record_end(runtime.redis, stats_key, handled.status, handled.reason, elapsed)
+        if handled.outcome is not None and handled.outcome.decision is not None:
+            metrics.record_decision(handled.outcome.decision.outcome)
+        return handled.status
+
+    def _handle(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Handled:
         message = kwargs.pop("event", args[0] if len(args) == 1 else _NO_EVENT)
         if message is _NO_EVENT or kwargs or len(args) > 1:
             error = "task arguments: expected exactly one keyword argument `event`"
-            return dead_letter(runtime, "invalid_message", error, [args, kwargs], self.name).status
+            return dead_letter(runtime, "invalid_message", error, [args, kwargs], self.name)
         try:
-            return handle_event_message(app, runtime, self.name, message).status
+            return handle_event_message(app, runtime, self.name, message)
         except Retryable as exc:
-            return self._retry_or_give_up(exc, message)
+            return self._retry_or_give_up(runtime, exc, message)
         except Exception as exc:
             log.exception("unexpected failure applying an event")
             error = "".join(traceback.format_exception_only(exc)).strip()
-            return dead_letter(runtime, "internal_error", error, message, self.name).status
+            return dead_letter(runtime, "internal_error", error, message, self.name)
 
-    def _retry_or_give_up(self, exc: Retryable, message: Any) -> str:
-        runtime = get_runtime()
+    def _retry_or_give_up(self, runtime: Runtime, exc: Retryable, message: Any) -> Handled:
         if self.request.retries >= runtime.settings.max_retries:
             error = f"gave up after {self.request.retries} retries: {exc}"
-            return dead_letter(runtime, "retries_exhausted", error, message, self.name).status
-        raise self.retry(
-            exc=exc, countdown=backoff_countdown(self.request.retries, runtime.settings)
-        )
+            return dead_letter(runtime, "retries_exhausted", error, message, self.name)
+        metrics.record_retry(runtime.redis, runtime.settings.stats_key, type(exc.cause).__name__)
+        countdown = backoff_countdown(self.request.retries, runtime.settings)
+        raise self.retry(exc=exc, countdown=countdown)
 
 
 @app.task(bind=True, base=EventTask, name="orderfleet.events.order_created")

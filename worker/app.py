@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery, signals
 
+from worker import metrics
 from worker.retries import check_visibility
 from worker.runtime import get_runtime, reset_runtime
 
@@ -19,6 +20,7 @@ def _refuse_bad_configuration(**_: object) -> None:
     runtime = get_runtime()
     check_visibility(runtime.settings)
     runtime.check_schema()
+    metrics.serve(runtime.settings.metrics_port)
 
 
 @signals.worker_process_init.connect

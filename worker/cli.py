@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -119,6 +120,28 @@ def db_upgrade() -> None:
 
     revision = upgrade(get_runtime().engine)
     typer.echo(f"database schema at revision {revision}")
+
+
+@cli.command()
+def publish(
+    path: Path = typer.Argument(..., help="JSON Lines file of events ('-' for stdin)."),
+    batch: int = typer.Option(1000, help="Events validated and sent per pipelined batch."),
+) -> None:
+    """Validate and publish events from a JSON Lines file (all are checked before any is sent)."""
+    from models import InvalidEvent, parse_event
+    from tasks import publish_many
+
+    lines = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    events = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                events.append(parse_event(line))
+            except InvalidEvent as exc:
+                fail(f"line {number}: {exc}")
+    for start in range(0, len(events), batch):
+        publish_many(events[start : start + batch])
+    typer.echo(f"published {len(events)} events")
 
 
 @cli.command()

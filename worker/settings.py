@@ -27,13 +27,21 @@ class Settings:
     retry_backoff_max: float = 5.0
     lock_lease: float = 10.0
     lock_wait: float = 0.5
-    lock_prefix: str = "orderfleet:lock:"
+    key_prefix: str = "orderfleet:"
     broker_prefix: str = ""
     outbox_relay_after: float = 5.0
     outbox_relay_interval: float = 5.0
     flower_auth: str | None = None
     metrics_port: int | None = None
     log_level: str = "INFO"
+
+    @property
+    def lock_prefix(self) -> str:
+        return f"{self.key_prefix}lock:"
+
+    @property
+    def stats_key(self) -> str:
+        return f"{self.key_prefix}stats"
 
     @property
     def largest_retry_countdown(self) -> float:

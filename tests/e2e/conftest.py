@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.fleet import Fleet, fleet_env
+
+
+@pytest.fixture
+def fleet(database_url, redis_server_url, key_prefix, sessions, tmp_path):
+    """Real orderfleet subprocesses on the test database and a test-only Redis key prefix."""
+    running = Fleet(fleet_env(database_url, redis_server_url, key_prefix), tmp_path)
+    yield running
+    running.stop_all()

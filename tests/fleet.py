@@ -1,0 +1,172 @@
+"""Test support: a fleet of real worker subprocesses on the test's servers and key prefix."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.tables import DeadLetterRow, EventRow
+from worker.processes import FleetProcess
+
+T0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
+
+
+def broker_url_for(redis_url: str) -> str:
+    """Celery's form of a Redis URL (unix sockets are redis+socket:// for kombu)."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def fleet_env(database_url: str, redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLEET_")}
+    env.update(
+        ORDERFLEET_DATABASE_URL=database_url,
+        ORDERFLEET_BROKER_URL=broker_url_for(redis_url),
+        ORDERFLEET_REDIS_URL=redis_url,
+        ORDERFLEET_BROKER_PREFIX=key_prefix,
+        ORDERFLEET_KEY_PREFIX=key_prefix,
+        ORDERFLEET_PARTITIONS="8",
+        ORDERFLEET_VISIBILITY_TIMEOUT="10",
+        ORDERFLEET_RETRY_BACKOFF_MAX="2",
+        ORDERFLEET_OUTBOX_RELAY_AFTER="2",
+        ORDERFLEET_LOG_LEVEL="INFO",
+        **extra,
+    )
+    return env
+
+
+class Fleet:
+    """Starts and stops orderfleet subprocesses; stops every one of them at the end."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[FleetProcess] = []
+
+    def start(self, name: str, *args: str, ready: bool = True) -> FleetProcess:
+        process = FleetProcess(name, list(args), self.env, self.log_dir).start()
+        self.processes.append(process)
+        return process.wait_ready() if ready else process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop(timeout=20)
+
+    def publish(self, events: Iterable[dict[str, Any]], name: str) -> subprocess.Popen[bytes]:
+        """A producer process: `orderfleet publish` of a JSON Lines file."""
+        path = self.log_dir / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        log = (self.log_dir / f"{name}.log").open("wb")
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "publish", str(path)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def ledger(sessions: sessionmaker[Session]) -> tuple[int, int, int]:
+    """(distinct events logged, deliveries counted, dead letters)."""
+    with sessions() as s:
+        logged = s.scalar(select(func.count()).select_from(EventRow)) or 0
+        deliveries = s.scalar(select(func.coalesce(func.sum(EventRow.deliveries), 0))) or 0
+        letters = s.scalar(select(func.count()).select_from(DeadLetterRow)) or 0
+    return int(logged), int(deliveries), int(letters)
+
+
+def order_traffic(orders: int, seed: int, prefix: str = "o") -> list[dict[str, Any]]:
+    """Distinct wire events of every type for `orders` orders, with realistic twists."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for n in range(orders):
+        events += _one_order(f"{prefix}-{n}", rng)
+    return events
+
+
+def _one_order(order_id: str, rng: random.Random) -> list[dict[str, Any]]:
+    def at(minutes: int) -> str:
+        return (T0 + timedelta(minutes=minutes, seconds=rng.randint(0, 3))).isoformat()
+
+    total = rng.choice(["99.99", "10.00", "250.50"])
+    paid = total if rng.random() < 0.85 else "1.00"
+    base = {"orderId": order_id}
+    events = [
+        {
+            **base,
+            "eventType": "OrderCreated",
+            "timestamp": at(0),
+            "customerId": "c-1",
+            "totalAmount": total,
+            "currency": "USD",
+            "items": [{"sku": "s-1", "quantity": 2}],
+        },
+        {
+            **base,
+            "eventType": "InventoryReserved",
+            "timestamp": at(1),
+            "warehouseId": "w-1",
+            "reservedItems": {"s-1": rng.choice([0, 2, 2, 2])},
+        },
+        {
+            **base,
+            "eventType": "PaymentProcessed",
+            "timestamp": at(2),
+            "transactionId": "t-1",
+            "amount": paid,
+            "status": rng.choice(["failed", "successful", "pending"]),
+        },
+        {
+            **base,
+            "eventType": "PaymentProcessed",
+            "timestamp": at(3),
+            "transactionId": "t-2",
+            "amount": paid,
+            "status": "successful",
+        },
+        {
+            **base,
+            "eventType": "ShippingCalculated",
+            "timestamp": at(2),
+            "shippingCost": "4.99",
+            "estimatedDays": rng.randint(1, 9),
+            "carrierOptions": [],
+        },
+        {
+            **base,
+            "eventType": "LoyaltyPointsUpdated",
+            "timestamp": at(4),
+            "pointsEarned": 10,
+            "totalPoints": 110,
+            "tierStatus": "silver",
+        },
+    ]
+    return [e for e in events if rng.random() < 0.9 or e["eventType"] == "OrderCreated"]
+
+
+def deliveries_of(events: list[dict[str, Any]], redeliver: float, seed: int) -> list[dict]:
+    """Every event once plus a share re-delivered, all shuffled across and within orders."""
+    rng = random.Random(seed)
+    sent = events + rng.sample(events, int(len(events) * redeliver))
+    rng.shuffle(sent)
+    return sent

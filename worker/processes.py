@@ -1,0 +1,81 @@
+"""Fleet processes (workers, beat) as supervised subprocesses, for the demo and the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+READY_MARKERS = {"worker": " ready.", "beat": "beat: Starting..."}
+
+
+class FleetProcess:
+    """One `orderfleet` subprocess with its own log file and process group."""
+
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = dict(env)
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> FleetProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker", *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 60.0) -> FleetProcess:
+        """Block until the process logs that it is ready; raise with its log otherwise."""
+        marker = READY_MARKERS[self.args[0]]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.log_text():
+                return self
+            if not self.alive():
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not become ready:\n{self.log_text()[-3000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Warm shutdown (SIGTERM: finish or re-queue the message in hand), then SIGKILL."""
+        if not self.alive():
+            return None if self.process is None else self.process.returncode
+        self._signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int | None:
+        """SIGKILL the whole process group, as a crash would."""
+        if self.alive():
+            self._signal(signal.SIGKILL)
+        return None if self.process is None else self.process.wait(10)
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
