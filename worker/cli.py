@@ -145,6 +145,17 @@ def publish(
 
 
 @cli.command()
+def demo(
+    orders: int = typer.Option(2000, help="How many orders of simulated traffic to publish."),
+    keep_running: bool = typer.Option(False, help="Leave the fleet running afterwards."),
+) -> None:
+    """Run the fleet on embedded servers with simulated out-of-order traffic, then summarise."""
+    from worker.demo import run_demo
+
+    raise typer.Exit(run_demo(orders=orders, keep_running=keep_running))
+
+
+@cli.command()
 def stop() -> None:
     """Stop the embedded Redis and PostgreSQL of this data directory."""
     from worker import embedded

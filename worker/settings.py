@@ -31,7 +31,9 @@ class Settings:
     broker_prefix: str = ""
     outbox_relay_after: float = 5.0
     outbox_relay_interval: float = 5.0
+    stalled_after: float = 300.0
     flower_auth: str | None = None
+    flower_port: int = 5555
     metrics_port: int | None = None
     log_level: str = "INFO"
 
