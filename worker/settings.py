@@ -75,7 +75,8 @@ def _convert(name: str, kind: object, raw: str) -> object:
         if "float" in text:
             return float(raw)
     except ValueError:
-        raise SettingsError(f"{_ENV[name]}={raw!r}: must be a {text.split()[0]}") from None
+        kind_name = "an integer" if "int" in text else "a number"
+        raise SettingsError(f"{_ENV[name]}={raw!r}: must be {kind_name}") from None
     return raw
 
 
