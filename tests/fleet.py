@@ -32,18 +32,20 @@ def broker_url_for(redis_url: str) -> str:
 def fleet_env(database_url: str, redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLEET_")}
     env.update(
-        ORDERFLEET_DATABASE_URL=database_url,
-        ORDERFLEET_BROKER_URL=broker_url_for(redis_url),
-        ORDERFLEET_REDIS_URL=redis_url,
-        ORDERFLEET_BROKER_PREFIX=key_prefix,
-        ORDERFLEET_KEY_PREFIX=key_prefix,
-        ORDERFLEET_PARTITIONS="8",
-        ORDERFLEET_VISIBILITY_TIMEOUT="10",
-        ORDERFLEET_RETRY_BACKOFF_MAX="2",
-        ORDERFLEET_OUTBOX_RELAY_AFTER="2",
-        ORDERFLEET_LOG_LEVEL="INFO",
-        **extra,
+        {
+            "ORDERFLEET_DATABASE_URL": database_url,
+            "ORDERFLEET_BROKER_URL": broker_url_for(redis_url),
+            "ORDERFLEET_REDIS_URL": redis_url,
+            "ORDERFLEET_BROKER_PREFIX": key_prefix,
+            "ORDERFLEET_KEY_PREFIX": key_prefix,
+            "ORDERFLEET_PARTITIONS": "8",
+            "ORDERFLEET_VISIBILITY_TIMEOUT": "10",
+            "ORDERFLEET_RETRY_BACKOFF_MAX": "2",
+            "ORDERFLEET_OUTBOX_RELAY_AFTER": "2",
+            "ORDERFLEET_LOG_LEVEL": "INFO",
+        }
     )
+    env.update(extra)
     return env
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from celery import Celery, signals
+import sys
+
+from celery import Celery, bootsteps, signals
 
 from worker import metrics
+from worker.db import SchemaBehind
 from worker.retries import check_visibility
 from worker.runtime import get_runtime, reset_runtime
+from worker.settings import SettingsError
 
 TASK_MODULES = ["tasks.events", "tasks.decisions", "tasks.maintenance"]
 
@@ -14,13 +18,22 @@ app = Celery("orderfleet", include=TASK_MODULES)
 app.config_from_object("celeryconfig")
 
 
-@signals.worker_init.connect
-def _refuse_bad_configuration(**_: object) -> None:
-    """A worker refuses to start when retries could outlive the visibility timeout."""
-    runtime = get_runtime()
-    check_visibility(runtime.settings)
-    runtime.check_schema()
-    metrics.serve(runtime.settings.metrics_port)
+class StartupCheck(bootsteps.Step):
+    """A worker refuses to start on a bad configuration or a schema that is behind."""
+
+    def __init__(self, parent: object, **kwargs: object) -> None:
+        runtime = get_runtime()
+        try:
+            check_visibility(runtime.settings)
+            runtime.check_schema()
+        except (SettingsError, SchemaBehind) as exc:
+            print(f"orderfleet: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from exc
+        metrics.serve(runtime.settings.metrics_port)
+        super().__init__(parent, **kwargs)
+
+
+app.steps["worker"].add(StartupCheck)
 
 
 @signals.worker_process_init.connect
