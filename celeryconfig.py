@@ -45,6 +45,7 @@ worker_prefetch_multiplier = 1
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
+worker_consumer = "worker.consumer:DeadLetteringConsumer"
 
 task_queues = [Queue(name, routing_key=name) for name in routing.all_queues(_settings.partitions)]
 task_default_queue = routing.MAINTENANCE_QUEUE

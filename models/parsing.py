@@ -44,6 +44,7 @@ def _as_mapping(obj: Mapping[str, Any] | str | bytes) -> Mapping[str, Any]:
         return _decode(bytes(obj, "utf-8") if isinstance(obj, str) else bytes(obj))
     if not isinstance(obj, Mapping):
         raise InvalidEvent([f"event: must be a JSON object, not {type(obj).__name__}"])
+    _check_text(obj)
     _check_size(_encoded_size(obj))
     return obj
 
@@ -58,7 +59,40 @@ def _decode(raw: bytes) -> Mapping[str, Any]:
         raise InvalidEvent([f"event: must be valid JSON ({_short(exc)})"]) from None
     if not isinstance(data, dict):
         raise InvalidEvent([f"event: must be a JSON object, not {type(data).__name__}"])
+    _check_text(data)
     return data
+
+
+def _check_text(data: Mapping[str, Any]) -> None:
+    """Every key and string must be storable text: valid UTF-8, no NUL characters."""
+    bad = [str(key) for key, value in data.items() if not _storable(key) or not _storable(value)]
+    if bad:
+        names = ", ".join(_printable(name) for name in bad)
+        raise InvalidEvent([f"{names}: must be valid UTF-8 text without NUL characters"])
+
+
+def _storable(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" not in value and _encodes(value)
+    if depth > 64:
+        return True
+    if isinstance(value, Mapping):
+        return all(_storable(k) and _storable(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_storable(v, depth + 1) for v in value)
+    return True
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return name.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 def _encoded_size(obj: Mapping[str, Any]) -> int:

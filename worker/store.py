@@ -194,13 +194,31 @@ class DeadLetters:
             DeadLetterRow(
                 received_at=now,
                 reason=letter.reason,
-                error=letter.error[:10_000],
-                raw=letter.raw,
+                error=storable_text(letter.error[:10_000]),
+                raw=storable_text(_capped(letter.raw)),
                 task_name=letter.task_name,
-                order_id=(letter.order_id or None) and letter.order_id[:128],
-                event_id=(letter.event_id or None) and letter.event_id[:128],
+                order_id=_key_text(letter.order_id),
+                event_id=_key_text(letter.event_id),
             )
         )
+
+
+MAX_DEAD_LETTER_RAW = 256 * 1024
+
+
+def storable_text(text: str) -> str:
+    """Text PostgreSQL accepts: lone surrogates escaped, NUL characters spelled out."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
+def _capped(text: str) -> str:
+    if len(text) <= MAX_DEAD_LETTER_RAW:
+        return text
+    return f"{text[:MAX_DEAD_LETTER_RAW]}... [truncated, {len(text)} characters]"
+
+
+def _key_text(value: str | None) -> str | None:
+    return storable_text(value)[:128] if value else None
 
 
 class UnitOfWork:

@@ -1,0 +1,67 @@
+"""A Celery consumer that dead-letters what Celery itself would only log and drop.
+
+Undecodable bodies, disallowed content types, unknown task names and messages that are not
+Celery tasks at all reach these hooks before any task runs; each one is recorded with a
+reason before the message is acknowledged, so nothing received is silently lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from worker.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+MAX_RAW_BYTES = 256 * 1024
+
+
+class DeadLetteringConsumer(Consumer):
+    """Celery's consumer, with a dead letter for every message it cannot hand to a task."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        error = f"cannot decode the message ({message.content_type}): {type(exc).__name__}: {exc}"
+        if _record(message, "undecodable_message", error):
+            super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        if _record(message, "unknown_message", "not a Celery task message (no task header)"):
+            super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        error = f"unknown task {_task_name(message)!r}: no orderfleet task has that name"
+        if _record(message, "unknown_task", error):
+            super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        if _record(message, "invalid_task", f"invalid task message: {exc}"):
+            super().on_invalid_task(body, message, exc)
+
+
+def _record(message: Any, reason: str, error: str) -> bool:
+    """Write the dead letter; on failure put the message back for a later try."""
+    from worker.pipeline import dead_letter
+
+    try:
+        dead_letter(get_runtime(), reason, error, _raw_body(message), _task_name(message))
+    except Exception:
+        log.exception("could not dead-letter a %s message; re-queued", reason)
+        message.reject(requeue=True)
+        return False
+    return True
+
+
+def _task_name(message: Any) -> str | None:
+    headers = getattr(message, "headers", None) or {}
+    name = headers.get("task")
+    return name if isinstance(name, str) else None
+
+
+def _raw_body(message: Any) -> str:
+    body = message.body
+    if isinstance(body, str):
+        body = body.encode("utf-8", "backslashreplace")
+    text = bytes(body[:MAX_RAW_BYTES]).decode("utf-8", errors="replace")
+    return text if len(body) <= MAX_RAW_BYTES else f"{text}... [truncated, {len(body)} bytes]"
