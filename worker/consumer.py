@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import signals
 from celery.worker.consumer import Consumer
 
 from worker.runtime import get_runtime
@@ -35,9 +36,39 @@ class DeadLetteringConsumer(Consumer):
         if _record(message, "unknown_task", error):
             super().on_unknown_task(body, message, exc)
 
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's handler, guarded: a malformed body must not crash the worker (a poison loop)."""
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                return handle(message)
+            except Exception as exc:
+                if message.acknowledged:
+                    log.exception("failure after the message was acknowledged")
+                    return None
+                error = f"malformed task message: {type(exc).__name__}: {exc}"
+                if _record(message, "invalid_task", error):
+                    message.ack()
+                return None
+
+        return on_task_received
+
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
         if _record(message, "invalid_task", f"invalid task message: {exc}"):
             super().on_invalid_task(body, message, exc)
+
+
+@signals.task_internal_error.connect
+def dead_letter_internal_error(
+    sender: Any = None, args: Any = None, kwargs: Any = None, exception: Any = None, **_: Any
+) -> None:
+    """Celery failed outside the task body (e.g. kwargs not a mapping): record the message."""
+    from worker.pipeline import dead_letter
+
+    name = getattr(sender, "name", None)
+    error = f"malformed task message: {type(exception).__name__}: {exception}"
+    dead_letter(get_runtime(), "invalid_task", error, [args, kwargs], name)
 
 
 def _record(message: Any, reason: str, error: str) -> bool:
