@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from worker.settings import SettingsError, load_settings
+from worker.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from rich.table import Table
+
+    from worker.runtime import Runtime
 
 cli = typer.Typer(
     name="orderfleet",
@@ -17,9 +26,17 @@ cli = typer.Typer(
 )
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+order_cli = typer.Typer(help="One order.", no_args_is_help=True)
+cli.add_typer(order_cli, name="order")
+orders_cli = typer.Typer(help="Many orders: list and export.", no_args_is_help=True)
+cli.add_typer(orders_cli, name="orders")
+dlq_cli = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
+cli.add_typer(dlq_cli, name="dlq")
+
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"orderfleet: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -162,6 +179,383 @@ def stop() -> None:
 
     stopped = embedded.stop(load_settings().data_dir)
     typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+# Operations: shared helpers
+
+
+def checked_runtime() -> Runtime:
+    """The runtime, refusing (exit 2) when the database is unreachable or its schema behind."""
+    from sqlalchemy.exc import OperationalError
+
+    from worker.db import SchemaBehind
+    from worker.runtime import get_runtime
+
+    runtime = get_runtime()
+    try:
+        runtime.check_schema()
+    except SchemaBehind as exc:
+        fail(str(exc))
+    except OperationalError as exc:
+        fail(f"cannot reach the database: {exc.orig}")
+    return runtime
+
+
+def ensure_broker(settings: Settings) -> None:
+    """Start the embedded Redis when no broker URL is set (the producer does the same)."""
+    if settings.broker_url is None:
+        from worker import embedded
+
+        embedded.ensure_redis(settings.data_dir)
+
+
+def celery_app() -> Celery:
+    """The fleet's Celery app, configured from the ORDERFLEET_* settings."""
+    from worker.app import app
+
+    return app
+
+
+def print_json(data: Any) -> None:
+    """Print data as indented JSON."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def print_table(table: Table) -> None:
+    """Print a Rich table to stdout."""
+    from rich.console import Console
+
+    Console().print(table)
+
+
+def new_table(title: str, *columns: str) -> Table:
+    """A Rich table whose columns fold long values instead of cutting them."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def cell(value: Any) -> str:
+    """A value as table text: strings as they are, None as a dash, the rest as JSON."""
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 order', '2 orders'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# order / orders
+
+
+class OrderStatus(StrEnum):
+    """The status an order can have."""
+
+    pending = "pending"
+    processing = "processing"
+    confirmed = "confirmed"
+    rejected = "rejected"
+
+
+@order_cli.command("show")
+def order_show(
+    order_id: str = typer.Argument(..., help="The orderId."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Show an order's document (DESIGN.md section 3); exit 1 when there is no such order."""
+    from worker import ops
+
+    document = ops.order_document(checked_runtime().sessions, order_id)
+    if document is None:
+        fail(f"order {order_id!r} not found", 1)
+    if json_output:
+        print_json(document)
+    else:
+        print_table(document_table(document))
+
+
+def document_table(document: dict[str, Any]) -> Table:
+    """An order document as field/value rows; sections flattened as section.field."""
+    table = new_table(f"order {document['orderId']}", "field", "value")
+    for key, value in document.items():
+        if isinstance(value, dict):
+            for field, inner in value.items():
+                table.add_row(f"{key}.{field}", cell(inner))
+        else:
+            table.add_row(key, cell(value))
+    return table
+
+
+@orders_cli.command("list")
+def orders_list(
+    status: OrderStatus | None = typer.Option(None, help="Only orders with this status."),
+    stalled: bool = typer.Option(
+        False,
+        "--stalled",
+        help="Only pending/processing orders not updated for ORDERFLEET_STALLED_AFTER seconds.",
+    ),
+    limit: int = typer.Option(100, min=1, help="At most this many orders (in id order)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """List orders in id order, by status and/or stalled."""
+    from worker import ops
+
+    runtime = checked_runtime()
+    cutoff = ops.stalled_cutoff(runtime.settings, runtime.now()) if stalled else None
+    rows = ops.list_orders(runtime.sessions, status.value if status else None, cutoff, limit)
+    if json_output:
+        print_json(rows)
+        return
+    columns = ("orderId", "status", "completeness", "eventCount", "lastEventAt", "updatedAt")
+    table = new_table(plural(len(rows), "order"), *columns, "version")
+    for row in rows:
+        table.add_row(*(cell(row[c]) for c in (*columns, "version")))
+    print_table(table)
+
+
+@orders_cli.command("export")
+def orders_export(
+    page_size: int = typer.Option(500, min=1, help="Orders read per keyset page."),
+) -> None:
+    """Print every order document as JSON Lines, streamed a page at a time."""
+    from models.wire import dumps
+    from worker import ops
+
+    for document in ops.export_orders(checked_runtime().sessions, page_size):
+        typer.echo(dumps(document))
+
+
+# dlq
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    reason: str | None = typer.Option(None, help="Only dead letters of this reason."),
+    limit: int = typer.Option(1000, min=1, help="At most this many (oldest first)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """List dead letters, oldest first (without their raw messages)."""
+    from worker import ops
+
+    letters = ops.list_dead_letters(checked_runtime().sessions, reason, limit)
+    if json_output:
+        print_json(letters)
+        return
+    columns = ("id", "receivedAt", "reason", "orderId", "eventId", "replayedAt")
+    table = new_table(plural(len(letters), "dead letter"), *columns, "error")
+    for letter in letters:
+        table.add_row(*(cell(letter[c]) for c in columns), cell(letter["error"])[:120])
+    print_table(table)
+
+
+@dlq_cli.command("show")
+def dlq_show(
+    letter_id: int = typer.Argument(..., help="The dead letter's id."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Show one dead letter with its raw message; exit 1 when there is no such dead letter."""
+    from worker import ops
+
+    letter = ops.dead_letter(checked_runtime().sessions, letter_id)
+    if letter is None:
+        fail(f"dead letter {letter_id} not found", 1)
+    if json_output:
+        print_json(letter)
+        return
+    table = new_table(f"dead letter {letter_id}", "field", "value")
+    for key, value in letter.items():
+        table.add_row(key, cell(value))
+    print_table(table)
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    letter_id: int | None = typer.Argument(None, help="The dead letter to replay."),
+    event: str | None = typer.Option(
+        None, "--event", help="Send this fixed-up event instead: a JSON file, or '-' for stdin."
+    ),
+    reason: str | None = typer.Option(None, help="Replay every unreplayed one of this reason."),
+) -> None:
+    """Send dead letters back through validation to a worker (step 1), marking them replayed."""
+    if (letter_id is None) == (reason is None):
+        fail("give either a dead letter ID or --reason")
+    if event is not None and letter_id is None:
+        fail("--event goes with a single dead letter ID")
+    fixed = None if event is None else read_event(event)
+    runtime = checked_runtime()
+    ensure_broker(runtime.settings)
+    if letter_id is not None:
+        replay_one(runtime, letter_id, fixed)
+    elif reason is not None:
+        replay_all(runtime, reason)
+
+
+def read_event(path: str) -> str:
+    """The text of a fixed-up event from a file, or stdin for '-'."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"--event {path}: {exc.strerror or exc}")
+
+
+def replay_one(runtime: Runtime, letter_id: int, fixed: str | None) -> None:
+    """Replay one dead letter, or exit 1 when it is missing or still invalid."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from models import InvalidEvent
+    from worker import ops
+
+    try:
+        sent = ops.replay_dead_letter(celery_app(), runtime, letter_id, fixed)
+    except ops.NotFound as exc:
+        fail(str(exc), 1)
+    except InvalidEvent as exc:
+        fail(f"dead letter {letter_id} is still invalid, not replayed: {exc}", 1)
+    except BrokerError as exc:
+        fail(f"cannot reach the broker: {exc}")
+    typer.echo(
+        f"replayed dead letter {letter_id}: event {sent.event_id} of order {sent.order_id} "
+        f"sent to {sent.task_name} on {sent.queue}"
+    )
+
+
+def replay_all(runtime: Runtime, reason: str) -> None:
+    """Replay every unreplayed dead letter of a reason; exit 1 when some are still invalid."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from worker import ops
+
+    try:
+        replayed, refused = ops.replay_reason(celery_app(), runtime, reason)
+    except BrokerError as exc:
+        fail(f"cannot reach the broker: {exc}")
+    typer.echo(f"replayed {plural(len(replayed), 'dead letter')} of reason {reason}")
+    for letter in refused:
+        typer.secho(
+            f"dead letter {letter.letter_id} is still invalid, not replayed: {letter.error}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    if refused:
+        raise typer.Exit(1)
+
+
+@dlq_cli.command("purge")
+def dlq_purge(
+    before: str = typer.Option(..., help="Delete dead letters received before this RFC 3339 time."),
+    reason: str | None = typer.Option(None, help="Only dead letters of this reason."),
+) -> None:
+    """Delete old dead letters and print how many."""
+    from models.wire import WireError, to_instant
+    from worker import ops
+
+    try:
+        cutoff = to_instant(before)
+    except WireError as exc:
+        fail(f"--before {before!r} {exc}")
+    purged = ops.purge_dead_letters(checked_runtime().sessions, cutoff, reason)
+    typer.echo(f"purged {plural(purged, 'dead letter')}")
+
+
+# verify / rebuild
+
+
+@cli.command()
+def verify(json_output: bool = JSON_OPTION) -> None:
+    """Compare every stored order with its event log; exit 1 when any diverges."""
+    from worker.service import verify as divergent_orders
+
+    found = list(divergent_orders(checked_runtime().sessions))
+    rows = [{"orderId": d.order_id, "fields": list(d.fields)} for d in found]
+    if json_output:
+        print_json(rows)
+    else:
+        for row in rows:
+            typer.echo(f"{row['orderId']}: {', '.join(row['fields'])}")
+        typer.echo(f"{plural(len(rows), 'divergent order')}")
+    raise typer.Exit(1 if rows else 0)
+
+
+@cli.command()
+def rebuild(
+    order_id: str | None = typer.Argument(None, help="The order to rebuild (default: all)."),
+) -> None:
+    """Recompute orders from their event logs; corrections go out through the outbox relay."""
+    from worker import ops
+
+    runtime = checked_runtime()
+    if order_id is not None:
+        state = ops.rebuild_order(runtime, order_id)
+        if state is None:
+            fail(f"order {order_id!r} not found", 1)
+        typer.echo(f"rebuilt order {order_id}: status {state.status}")
+        return
+    rebuilt = sum(1 for _ in ops.rebuild_all(runtime))
+    typer.echo(f"rebuilt {plural(rebuilt, 'order')}")
+
+
+# partitions / flower
+
+
+@cli.command()
+def partitions(
+    timeout: float = typer.Option(1.0, help="Seconds to wait for workers to report queues."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Depth and consumers of every partition queue and the decisions/maintenance queues."""
+    import redis
+
+    from worker import ops
+
+    settings = load_settings()
+    ensure_broker(settings)
+    try:
+        client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        depths = ops.partition_depths(client, settings.broker_prefix, settings.partitions)
+    except redis.RedisError as exc:
+        fail(f"cannot reach the broker: {exc}")
+    finally:
+        client.close()
+    rows = ops.partition_report(depths, ops.queue_consumers(celery_app(), timeout))
+    if json_output:
+        print_json(rows)
+        return
+    table = new_table(f"{settings.partitions} partitions", "queue", "depth", "consumers")
+    for row in rows:
+        table.add_row(row["queue"], str(row["depth"]), str(row["consumers"]))
+    print_table(table)
+
+
+@cli.command()
+def flower(
+    port: int | None = typer.Option(None, help="HTTP port (default ORDERFLEET_FLOWER_PORT)."),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Run without basic auth (only on a trusted network)."
+    ),
+) -> None:
+    """Run Flower with basic auth from ORDERFLEET_FLOWER_AUTH (user:password)."""
+    from worker import ops
+
+    settings = load_settings()
+    auth = None
+    if not no_auth:
+        try:
+            auth = ops.flower_auth(settings)
+        except ValueError as exc:
+            fail(str(exc))
+    ensure_servers()
+    argv = ops.flower_argv(settings.flower_port if port is None else port, auth)
+    raise typer.Exit(celery_app().start(argv) or 0)
 
 
 def main() -> None:
