@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from celery import Celery, bootsteps, signals
@@ -39,3 +40,12 @@ app.steps["worker"].add(StartupCheck)
 @signals.worker_process_init.connect
 def _fresh_runtime_after_fork(**_: object) -> None:
     reset_runtime()
+
+
+@signals.worker_ready.connect
+@signals.beat_init.connect
+def _announce_ready(**_: object) -> None:
+    """Touch ORDERFLEET_READY_FILE so a supervisor knows this process is up."""
+    path = get_runtime().settings.ready_file
+    if path is not None:
+        path.write_text(str(os.getpid()))

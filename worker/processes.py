@@ -11,8 +11,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-READY_MARKERS = {"worker": " ready.", "beat": "beat: Starting..."}
-
 
 class FleetProcess:
     """One `orderfleet` subprocess with its own log file and process group."""
@@ -22,10 +20,13 @@ class FleetProcess:
         self.args = args
         self.env = dict(env)
         self.log_path = log_dir / f"{name}.log"
+        self.ready_path = log_dir / f"{name}.ready"
+        self.env["ORDERFLEET_READY_FILE"] = str(self.ready_path)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> FleetProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.ready_path.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "worker", *self.args],
@@ -49,11 +50,10 @@ class FleetProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def wait_ready(self, timeout: float = 60.0) -> FleetProcess:
-        """Block until the process logs that it is ready; raise with its log otherwise."""
-        marker = READY_MARKERS[self.args[0]]
+        """Block until the process touches its ready file; raise with its log otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if marker in self.log_text():
+            if self.ready_path.exists():
                 return self
             if not self.alive():
                 break

@@ -36,6 +36,7 @@ class Settings:
     flower_port: int = 5555
     metrics_port: int | None = None
     log_level: str = "INFO"
+    ready_file: Path | None = None
 
     @property
     def lock_prefix(self) -> str:
