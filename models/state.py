@@ -20,7 +20,6 @@ from models.events import (
     PaymentProcessed,
     ShippingCalculated,
 )
-from models.parsing import parse_event
 from models.wire import format_instant, to_instant
 
 
@@ -147,9 +146,11 @@ def _section_document(event: Envelope | None) -> dict[str, Any] | None:
 
 
 def _section_event(order_id: str, event_type: str, section: dict[str, Any] | None) -> Any:
+    """A section's event from a stored document (trusted: no size or text scan)."""
     if section is None:
         return None
-    return parse_event({**section, "eventType": event_type, "orderId": order_id})
+    model = EVENT_TYPES[event_type]
+    return model.model_validate({**section, "eventType": event_type, "orderId": order_id})
 
 
 def _decision(order_id: str, doc: dict[str, Any] | None) -> EmittedDecision | None:

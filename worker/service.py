@@ -85,7 +85,8 @@ def _first_occurrences(batch: Sequence[Incoming]) -> dict[str, Incoming]:
 
 def _logged_hashes(log: EventLog, firsts: dict[str, Incoming], new_ids: set[str]) -> dict[str, str]:
     """The content hash the log holds for every event id of the batch."""
-    logged = log.hashes(eid for eid in firsts if eid not in new_ids)
+    seen_before = [eid for eid in firsts if eid not in new_ids]
+    logged = log.hashes(seen_before) if seen_before else {}
     logged.update({eid: content_hash(firsts[eid].event) for eid in new_ids})
     return logged
 

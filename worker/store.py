@@ -49,8 +49,11 @@ class EventLog:
         rows = [_event_row(e, raw, now) for e, raw in zip(events, raws, strict=True)]
         if not rows:
             return set()
-        stmt = insert(EventRow).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
-        return set(self.session.scalars(stmt.returning(EventRow.event_id)))
+        table = EventRow.__table__
+        stmt = insert(table).on_conflict_do_nothing(index_elements=["event_id"])
+        # executemany with RETURNING: one cached statement, batched by insertmanyvalues.
+        result = self.session.execute(stmt.returning(table.c.event_id), rows)
+        return set(result.scalars())
 
     def hashes(self, event_ids: Iterable[str]) -> dict[str, str]:
         stmt = select(EventRow.event_id, EventRow.content_hash).where(
