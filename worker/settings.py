@@ -21,7 +21,7 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".orderfleet")
     partitions: int = 16
-    visibility_timeout: float = 60.0
+    visibility_timeout: float = 30.0
     max_retries: int = 12
     retry_backoff_base: float = 0.05
     retry_backoff_max: float = 5.0
