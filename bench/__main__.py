@@ -1,0 +1,7 @@
+"""`python -m bench`: run the benchmarks (see bench/cli.py for the options)."""
+
+import sys
+
+from bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""(a) The ceiling: raw no-op Celery workers draining a pre-enqueued backlog."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import noop_app
+from bench.context import Context
+from bench.procs import BenchProcess, background_cpu, celery_command, usage
+from bench.servers import BenchError
+
+POLL = 0.02
+
+
+def noop_workers(ctx: Context, run: int) -> list[BenchProcess]:
+    """The no-op workers: solo pool, one at a time, prefetch 1, on the no-op queue."""
+    return [
+        BenchProcess(
+            f"noop-r{run}-w{index}",
+            celery_command("bench.noop_app"),
+            [
+                "worker",
+                "-P",
+                "solo",
+                "-c",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "-Q",
+                noop_app.QUEUE,
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"noop{index}.r{run}@%h",
+            ],
+            ctx.noop_env(),
+            ctx.log_dir,
+        )
+        for index in range(ctx.config.workers)
+    ]
+
+
+def run_baseline(ctx: Context, run: int) -> dict[str, Any]:
+    """Drain `noop_messages` pre-enqueued no-op messages; messages/s once all workers run."""
+    ctx.reset()
+    count = ctx.config.noop_messages
+    background = background_cpu()
+    enqueue_seconds = noop_app.enqueue(noop_app.make_app(ctx.servers.broker_url, ctx.prefix), count)
+    workers = noop_workers(ctx, run)
+    ctx.supervisor.start_ready(workers)
+    try:
+        with ctx.monitor(workers) as monitor:
+            before, depth_before = monitor.snapshot(), ctx.noop_depth()
+            _wait_drained(ctx, workers, timeout=max(60.0, count / 100))
+            after = monitor.snapshot()
+            peak = monitor.peak_rss_mb()
+    finally:
+        ctx.supervisor.stop(workers)
+    seconds = after.at - before.at
+    return {
+        "messages_per_s": round(depth_before / seconds, 1),
+        "messages": depth_before,
+        "seconds": round(seconds, 3),
+        "enqueued": count,
+        "enqueue_per_s": round(count / enqueue_seconds, 1),
+        **usage(before, after, depth_before, ctx.config.workers),
+        "worker_peak_rss_mb": round(peak, 1),
+        "background_cpu_pct": background,
+    }
+
+
+def _wait_drained(ctx: Context, workers: list[BenchProcess], timeout: float) -> None:
+    """Poll the queue until it is empty; raise when a worker dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while ctx.noop_depth() > 0:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the no-op queue did not drain in {timeout:.0f} s")
+        dead = [w.name for w in workers if not w.alive()]
+        if dead:
+            raise BenchError(f"no-op worker(s) {dead} exited:\n{workers[0].log_text()[-2000:]}")
+        time.sleep(POLL)

@@ -1,0 +1,87 @@
+"""Everything one bench run shares: servers, its database and key prefix, its processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from sqlalchemy import Engine
+
+from bench import noop_app
+from bench.config import REPO_ROOT, BenchConfig
+from bench.procs import ResourceMonitor, Supervisor, server_pids
+from bench.servers import Servers, delete_prefix, truncate_all
+from worker import routing
+from worker.metrics import fleet_stats
+from worker.processes import FleetProcess
+from worker.settings import Settings
+
+
+@dataclass
+class Context:
+    """The run's servers, database, Redis prefix, log dir and supervised processes."""
+
+    config: BenchConfig
+    servers: Servers
+    database_url: str
+    engine: Engine
+    redis: redis.Redis
+    prefix: str
+    log_dir: Path
+    supervisor: Supervisor = field(default_factory=Supervisor)
+
+    def base_env(self) -> dict[str, str]:
+        """This environment without ORDERFLEET_* variables, with the repo on PYTHONPATH."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLEET_")}
+        paths = [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        return env
+
+    def fleet_env(self) -> dict[str, str]:
+        """orderfleet's settings for workers and producers of this run."""
+        return {
+            **self.base_env(),
+            "ORDERFLEET_BROKER_URL": self.servers.broker_url,
+            "ORDERFLEET_REDIS_URL": self.servers.redis_url,
+            "ORDERFLEET_DATABASE_URL": self.database_url,
+            "ORDERFLEET_BROKER_PREFIX": self.prefix,
+            "ORDERFLEET_KEY_PREFIX": self.prefix,
+            "ORDERFLEET_PARTITIONS": str(self.config.partitions),
+            "ORDERFLEET_DATA_DIR": str(self.config.data_dir),
+            "ORDERFLEET_LOG_LEVEL": "INFO",
+        }
+
+    def noop_env(self) -> dict[str, str]:
+        """The no-op app's broker and prefix (the same broker, the same prefix)."""
+        return {
+            **self.base_env(),
+            noop_app.BROKER_ENV: self.servers.broker_url,
+            noop_app.PREFIX_ENV: self.prefix,
+        }
+
+    def reset(self) -> None:
+        """Empty the database tables and delete the run's Redis keys (queues, tallies, locks)."""
+        delete_prefix(self.redis, self.prefix)
+        truncate_all(self.engine)
+
+    def fleet_depth(self) -> int:
+        """Messages waiting in orderfleet's partition queues."""
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in range(self.config.partitions):
+            pipe.llen(self.prefix + routing.queue_name(partition))
+        return sum(pipe.execute())
+
+    def noop_depth(self) -> int:
+        """Messages waiting in the no-op queue."""
+        return int(self.redis.llen(self.prefix + noop_app.QUEUE))
+
+    def monitor(self, workers: Sequence[FleetProcess]) -> ResourceMonitor:
+        """A monitor of these workers and, when embedded, of the servers."""
+        return ResourceMonitor([w.pid for w in workers], server_pids(self.servers.embedded_dir))
+
+    def stats(self) -> dict[str, int]:
+        """orderfleet's fleet-wide tallies of this run."""
+        return fleet_stats(self.redis, Settings(key_prefix=self.prefix).stats_key)

@@ -1,0 +1,297 @@
+"""(b) orderfleet's sustained throughput on a backlog, and (c) its latency at a fixed load."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.context import Context
+from bench.procs import (
+    BenchProcess,
+    Snapshot,
+    background_cpu,
+    module_command,
+    usage,
+)
+from bench.servers import BenchError
+from bench.stats import latency_summary
+from models.tables import DeadLetterRow, EventRow
+from worker.processes import FleetProcess
+
+POLL = 0.25
+SIZING_MARGIN = 1.3
+STARTUP_ALLOWANCE = 3.0
+MAX_BACKLOG = 400_000
+DRAIN_TIMEOUT = 60.0
+STATUS_FIELDS = ("applied", "duplicate", "dead_lettered")
+
+
+def fleet_workers(ctx: Context, name: str) -> list[FleetProcess]:
+    """`orderfleet worker --index i --of N` for each of the N workers."""
+    n = ctx.config.workers
+    return [
+        FleetProcess(
+            f"{name}-w{i}",
+            ["worker", "--index", str(i), "--of", str(n)],
+            ctx.fleet_env(),
+            ctx.log_dir,
+        )
+        for i in range(n)
+    ]
+
+
+def backlog_for(rate_estimate: float, duration: float, warmup: float) -> int:
+    """Messages enough to keep the workers busy through the window, with a margin."""
+    seconds = duration + warmup + STARTUP_ALLOWANCE
+    return min(MAX_BACKLOG, math.ceil(SIZING_MARGIN * rate_estimate * seconds))
+
+
+def ended(stats: dict[str, int]) -> int:
+    """Messages that reached an end (applied, duplicate or dead-lettered) per the tallies."""
+    return sum(stats.get(name, 0) for name in STATUS_FIELDS)
+
+
+def retries(stats: dict[str, int]) -> dict[str, int]:
+    """The retry:<cause> tallies (version conflicts, lock timeouts, ...), by cause."""
+    return {k.removeprefix("retry:"): v for k, v in sorted(stats.items()) if k.startswith("retry:")}
+
+
+def run_throughput(
+    ctx: Context, backlog: int, duration: float, name: str, seed: int
+) -> dict[str, Any]:
+    """Pre-enqueue `backlog` messages, start the workers, count what ends in a fixed window."""
+    ctx.reset()
+    background = background_cpu()
+    stamps, publish_seconds = _publish_backlog(ctx, backlog, name, seed)
+    workers = fleet_workers(ctx, name)
+    ctx.supervisor.start_ready(workers)
+    try:
+        with ctx.monitor(workers) as monitor:
+            time.sleep(ctx.config.warmup)
+            before, stats_before = monitor.snapshot(), ctx.stats()
+            drained = _watch_window(ctx, workers, duration)
+            after, stats_after = monitor.snapshot(), ctx.stats()
+            peak = monitor.peak_rss_mb()
+    finally:
+        ctx.supervisor.stop(workers)
+    messages = ended(stats_after) - ended(stats_before)
+    applied = stats_after.get("applied", 0) - stats_before.get("applied", 0)
+    seconds = after.at - before.at
+    final = ctx.stats()
+    return {
+        "messages_per_s": round(messages / seconds, 1),
+        "applied_events_per_s": round(applied / seconds, 1),
+        "messages": messages,
+        "seconds": round(seconds, 3),
+        "backlog": backlog,
+        "drained_early": drained,
+        "publish_per_s": round(backlog / publish_seconds, 1),
+        "latency": _window_latency(ctx, stamps, before, after),
+        **usage(before, after, messages, ctx.config.workers),
+        "worker_peak_rss_mb": round(peak, 1),
+        "conflicts": sum(retries(final).values()),
+        "retries_by_cause": retries(final),
+        "duplicates": _duplicates(ctx),
+        "dead_letters": _dead_letters(ctx),
+        "background_cpu_pct": background,
+    }
+
+
+def _publish_backlog(
+    ctx: Context, messages: int, name: str, seed: int
+) -> tuple[dict[str, float], float]:
+    """Producer processes publish `messages` events between them; merged times, seconds."""
+    shards = max(1, min(ctx.config.producers, messages // 1000 or 1))
+    producers = [
+        BenchProcess(
+            f"{name}-producer{shard}",
+            module_command("bench.producer"),
+            _backlog_args(ctx, messages, name, seed, shard, shards),
+            ctx.fleet_env(),
+            ctx.log_dir,
+        )
+        for shard in range(shards)
+    ]
+    started = time.perf_counter()
+    for producer in producers:
+        ctx.supervisor.start(producer)
+    timeout = 120.0 + messages / 200
+    stamps: dict[str, float] = {}
+    for shard, producer in enumerate(producers):
+        _finish(producer, timeout)
+        _merge(stamps, _read_stamps(ctx, name, shard))
+    ctx.supervisor.stop(producers)
+    return stamps, time.perf_counter() - started
+
+
+def _backlog_args(
+    ctx: Context, messages: int, name: str, seed: int, shard: int, shards: int
+) -> list[str]:
+    return [
+        "backlog",
+        f"--out={_stamps_path(ctx, name, shard)}",
+        f"--tag={name}",
+        f"--seed={seed}",
+        f"--messages={messages}",
+        f"--shard={shard}",
+        f"--shards={shards}",
+    ]
+
+
+def _stamps_path(ctx: Context, name: str, shard: int) -> str:
+    return str(ctx.log_dir / f"{name}-publish{shard}.json")
+
+
+def _read_stamps(ctx: Context, name: str, shard: int) -> dict[str, Any]:
+    with open(_stamps_path(ctx, name, shard), encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _merge(stamps: dict[str, float], produced: dict[str, Any]) -> None:
+    for event_id, at in produced["first_publish"].items():
+        stamps[event_id] = min(at, stamps.get(event_id, at))
+
+
+def _finish(producer: BenchProcess, timeout: float) -> None:
+    """Wait for a producer; raise with its log when it failed."""
+    code = producer.wait_exit(timeout)
+    if code != 0:
+        raise BenchError(f"{producer.name} failed ({code}):\n{producer.log_text()[-3000:]}")
+
+
+def _watch_window(ctx: Context, workers: list[FleetProcess], duration: float) -> bool:
+    """Sleep through the window; True when the backlog ran out first (the window is cut short)."""
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        time.sleep(min(POLL, max(0.0, end - time.monotonic())))
+        _check_alive(workers)
+        if ctx.fleet_depth() == 0:
+            return True
+    return False
+
+
+def _check_alive(workers: list[FleetProcess]) -> None:
+    dead = [w for w in workers if not w.alive()]
+    if dead:
+        raise BenchError(f"worker {dead[0].name} exited:\n{dead[0].log_text()[-3000:]}")
+
+
+def _committed(ctx: Context, since: float, until: float | None = None) -> list[tuple[str, float]]:
+    """(eventId, received_at as epoch seconds) of events committed in [since, until]."""
+    query = select(EventRow.event_id, EventRow.received_at).where(
+        EventRow.received_at >= datetime.fromtimestamp(since, UTC)
+    )
+    if until is not None:
+        query = query.where(EventRow.received_at <= datetime.fromtimestamp(until, UTC))
+    with ctx.engine.connect() as conn:
+        return [(event_id, at.timestamp()) for event_id, at in conn.execute(query)]
+
+
+def _latencies(
+    committed: list[tuple[str, float]], stamps: dict[str, float], published_after: float = 0.0
+) -> list[float]:
+    """Publish->commit seconds of committed events first published after `published_after`."""
+    return [
+        at - stamps[event_id]
+        for event_id, at in committed
+        if event_id in stamps and stamps[event_id] >= published_after
+    ]
+
+
+def _window_latency(
+    ctx: Context, stamps: dict[str, float], before: Snapshot, after: Snapshot
+) -> dict[str, float]:
+    return latency_summary(_latencies(_committed(ctx, before.at, after.at), stamps))
+
+
+def _duplicates(ctx: Context) -> int:
+    """Re-deliveries recognised as duplicates: sum(deliveries) - count in order_events."""
+    query = select(func.coalesce(func.sum(EventRow.deliveries), 0) - func.count())
+    with ctx.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _dead_letters(ctx: Context) -> int:
+    with ctx.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(DeadLetterRow)).scalar_one())
+
+
+def _event_count(ctx: Context) -> int:
+    with ctx.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(EventRow)).scalar_one())
+
+
+def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int) -> dict[str, Any]:
+    """Publish at `rate` events/s for `duration` s into running workers; publish->commit."""
+    ctx.reset()
+    background = background_cpu()
+    workers = fleet_workers(ctx, name)
+    ctx.supervisor.start_ready(workers)
+    try:
+        with ctx.monitor(workers) as monitor:
+            time.sleep(ctx.config.warmup)
+            before = monitor.snapshot()
+            produced = _publish_at_rate(ctx, rate, duration, name, seed)
+            settled = _wait_committed(ctx, workers, produced["distinct"])
+            after, stats = monitor.snapshot(), ctx.stats()
+            peak = monitor.peak_rss_mb()
+    finally:
+        ctx.supervisor.stop(workers)
+    stamps = produced["first_publish"]
+    start = min(stamps.values(), default=before.at)
+    latencies = _latencies(_committed(ctx, before.at), stamps, start + ctx.config.latency_warmup)
+    return {
+        "rate_offered": rate,
+        "rate_achieved": round(produced["published"] / produced["seconds"], 1),
+        "published": produced["published"],
+        "distinct": produced["distinct"],
+        "committed": _event_count(ctx),
+        "all_committed": settled,
+        "latency": latency_summary(latencies),
+        **usage(before, after, ended(stats), ctx.config.workers),
+        "worker_peak_rss_mb": round(peak, 1),
+        "conflicts": sum(retries(stats).values()),
+        "duplicates": _duplicates(ctx),
+        "dead_letters": _dead_letters(ctx),
+        "background_cpu_pct": background,
+    }
+
+
+def _publish_at_rate(
+    ctx: Context, rate: float, duration: float, name: str, seed: int
+) -> dict[str, Any]:
+    """One producer process publishing at a fixed rate; its summary and publish times."""
+    producer = BenchProcess(
+        f"{name}-producer",
+        module_command("bench.producer"),
+        [
+            "rate",
+            f"--out={_stamps_path(ctx, name, 0)}",
+            f"--tag={name}",
+            f"--seed={seed}",
+            f"--rate={rate}",
+            f"--duration={duration}",
+        ],
+        ctx.fleet_env(),
+        ctx.log_dir,
+    )
+    ctx.supervisor.start(producer)
+    _finish(producer, duration * 1.5 + 60)
+    ctx.supervisor.stop([producer])
+    return _read_stamps(ctx, name, 0)
+
+
+def _wait_committed(ctx: Context, workers: list[FleetProcess], distinct: int) -> bool:
+    """Wait until every distinct event published is committed; False after DRAIN_TIMEOUT."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while time.monotonic() < deadline:
+        if _event_count(ctx) + _dead_letters(ctx) >= distinct:
+            return True
+        _check_alive(workers)
+        time.sleep(POLL)
+    return False

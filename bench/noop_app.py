@@ -1,0 +1,73 @@
+"""A bench-only Celery app with one no-op task: the ceiling of broker + Celery on this machine.
+
+Configured like orderfleet's app where it matters for throughput (JSON, acks_late, prefetch 1,
+the same Redis transport options); workers run as
+`python -m celery -A bench.noop_app worker -P solo -c 1 --prefetch-multiplier 1 -Q bench.noop`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from celery import Celery, signals
+
+from worker.settings import Settings
+
+NOOP_TASK = "bench.noop"
+QUEUE = "bench.noop"
+BROKER_ENV = "BENCH_NOOP_BROKER_URL"
+PREFIX_ENV = "BENCH_NOOP_BROKER_PREFIX"
+READY_ENV = "ORDERFLEET_READY_FILE"
+VISIBILITY_TIMEOUT = Settings().visibility_timeout  # orderfleet's default, for the same sweeps
+
+
+def noop() -> None:
+    """Do nothing: what is left is the cost of Celery and the broker."""
+
+
+def make_app(broker_url: str, prefix: str = "") -> Celery:
+    """A Celery app on broker_url whose Redis keys start with prefix, with the no-op task."""
+    app = Celery("bench_noop", set_as_current=False)
+    app.conf.update(
+        broker_url=broker_url,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+            **({"global_keyprefix": prefix} if prefix else {}),
+        },
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE,
+    )
+    app.task(name=NOOP_TASK, acks_late=True)(noop)
+    return app
+
+
+def enqueue(app: Celery, count: int, queue: str = QUEUE, batch: int = 1000) -> float:
+    """Send `count` no-op messages pipelined in batches; the seconds it took."""
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for start in range(0, count, batch):
+            with producer.batch(max_size=batch):
+                for _ in range(min(batch, count - start)):
+                    app.send_task(NOOP_TASK, queue=queue, routing_key=queue, producer=producer)
+    return time.perf_counter() - started
+
+
+@signals.worker_ready.connect
+def announce_ready(**_: object) -> None:
+    """Touch the ready file a FleetProcess supervisor waits for, as orderfleet's workers do."""
+    path = os.environ.get(READY_ENV)
+    if path:
+        Path(path).write_text(str(os.getpid()))
+
+
+app = make_app(os.environ.get(BROKER_ENV, "memory://"), os.environ.get(PREFIX_ENV, ""))

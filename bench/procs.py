@@ -1,0 +1,246 @@
+"""Subprocesses of a bench run (workers, producers), supervised, and what they cost."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from worker.processes import FleetProcess
+
+STOP_TIMEOUT = 20.0
+READY_LINE = " ready."
+
+
+class BenchProcess(FleetProcess):
+    """A FleetProcess running any command (e.g. `python -m celery -A bench.noop_app`)."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        args: list[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+    ) -> None:
+        super().__init__(name, args, env, log_dir)
+        self.command = list(command)
+
+    def start(self) -> BenchProcess:
+        """Start `command + args` in its own session, output to the log file."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self.command, *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> BenchProcess:
+        """Block until the ready file appears or Celery logs ` ready.`; raise with the log."""
+        deadline = time.monotonic() + timeout
+        ready_file = getattr(self, "ready_path", None)
+        while time.monotonic() < deadline:
+            if (ready_file is not None and ready_file.exists()) or READY_LINE in self.log_text():
+                return self
+            if not self.alive():
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not become ready:\n{self.log_text()[-3000:]}")
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to end; kill it and raise after timeout seconds."""
+        assert self.process is not None, f"{self.name} was never started"
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(
+                f"{self.name} did not finish in {timeout:.0f} s:\n{self.log_text()[-3000:]}"
+            ) from None
+
+
+def celery_command(app_module: str) -> list[str]:
+    """`python -m celery -A app_module` with this interpreter."""
+    return [sys.executable, "-m", "celery", "-A", app_module]
+
+
+def module_command(module: str) -> list[str]:
+    """`python -m module` with this interpreter."""
+    return [sys.executable, "-m", module]
+
+
+class Supervisor:
+    """Every subprocess the bench starts, so that all are stopped whatever happens."""
+
+    def __init__(self) -> None:
+        self.processes: list[FleetProcess] = []
+
+    def start(self, process: FleetProcess) -> FleetProcess:
+        """Start one process and remember it."""
+        self.processes.append(process)
+        process.start()
+        return process
+
+    def start_ready(self, processes: Sequence[FleetProcess], timeout: float = 90.0) -> None:
+        """Start all, then wait until each one reports ready."""
+        for process in processes:
+            self.start(process)
+        for process in processes:
+            process.wait_ready(timeout)
+
+    def stop(self, processes: Sequence[FleetProcess]) -> None:
+        """Warm-stop these processes (SIGKILL after a timeout) and forget them."""
+        for process in processes:
+            process.stop(timeout=STOP_TIMEOUT)
+            with contextlib.suppress(ValueError):
+                self.processes.remove(process)
+
+    def close(self) -> None:
+        """Stop every process still running; never raises."""
+        for process in list(self.processes):
+            with contextlib.suppress(Exception):
+                process.stop(timeout=STOP_TIMEOUT)
+            with contextlib.suppress(Exception):
+                process.kill()
+        self.processes.clear()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """CPU seconds of the workers, the servers and the whole machine at one instant."""
+
+    at: float
+    process_cpu: float
+    server_cpu: float | None
+    machine_busy: float
+    machine_total: float
+
+
+class ResourceMonitor:
+    """Watches worker processes: samples RSS in a thread, takes CPU snapshots on demand.
+
+    `server_pids` (the embedded Redis and postmaster) are counted with their children.
+    """
+
+    def __init__(
+        self, pids: Sequence[int], server_pids: Sequence[int] = (), interval: float = 0.2
+    ) -> None:
+        self.procs = [psutil.Process(pid) for pid in pids]
+        self.server_pids = list(server_pids)
+        self.interval = interval
+        self.peak_rss = dict.fromkeys(pids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_loop, daemon=True)
+
+    def __enter__(self) -> ResourceMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _sample_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        """Record each process's RSS and high-water mark, keeping the largest seen."""
+        for proc in self.procs:
+            with contextlib.suppress(psutil.Error):
+                rss = max(proc.memory_info().rss, _vm_hwm(proc.pid))
+                self.peak_rss[proc.pid] = max(self.peak_rss[proc.pid], rss)
+
+    def snapshot(self) -> Snapshot:
+        """CPU seconds used so far by the watched processes and by the machine."""
+        servers = _tree_cpu(self.server_pids) if self.server_pids else None
+        machine = psutil.cpu_times()
+        idle = machine.idle + getattr(machine, "iowait", 0.0)
+        total = sum(machine)
+        return Snapshot(time.time(), _cpu(self.procs), servers, total - idle, total)
+
+    def peak_rss_mb(self) -> float:
+        """The largest resident set of any one watched process, in MiB."""
+        self.sample()
+        return max(self.peak_rss.values(), default=0) / 2**20
+
+
+def _cpu(procs: Sequence[psutil.Process]) -> float:
+    """User + system CPU seconds of these processes (those gone count nothing)."""
+    used = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            used += times.user + times.system
+    return used
+
+
+def _tree_cpu(pids: Sequence[int]) -> float:
+    """CPU seconds of these processes and their live descendants."""
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+    return _cpu(procs)
+
+
+def _vm_hwm(pid: int) -> int:
+    """The kernel's peak resident set of pid (VmHWM), in bytes; 0 where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0
+
+
+def usage(before: Snapshot, after: Snapshot, messages: int, workers: int) -> dict[str, float]:
+    """Worker CPU and machine load between two snapshots."""
+    cpu = after.process_cpu - before.process_cpu
+    span = max(after.machine_total - before.machine_total, 1e-9)
+    result = {
+        "worker_cpu_s": round(cpu, 3),
+        "worker_cpu_s_per_worker": round(cpu / workers, 3),
+        "worker_cpu_ms_per_message": _per_message(cpu, messages),
+        "machine_cpu_busy_pct": round(100 * (after.machine_busy - before.machine_busy) / span, 1),
+        "machine_cpu_s": round(after.machine_busy - before.machine_busy, 3),
+    }
+    if before.server_cpu is not None and after.server_cpu is not None:
+        servers = after.server_cpu - before.server_cpu
+        result["server_cpu_s"] = round(servers, 3)
+        result["server_cpu_ms_per_message"] = _per_message(servers, messages)
+    return result
+
+
+def _per_message(seconds: float, messages: int) -> float:
+    return round(1000 * seconds / messages, 4) if messages else 0.0
+
+
+def background_cpu(seconds: float = 0.5) -> float:
+    """Machine CPU busy % while the bench itself is idle: other work, i.e. noise."""
+    return round(psutil.cpu_percent(interval=seconds), 1)
+
+
+def server_pids(data_dir: Path | None) -> list[int]:
+    """The embedded redis-server and postmaster pids of data_dir (none for external servers)."""
+    if data_dir is None:
+        return []
+    pids = []
+    for pid_file in (data_dir / "redis" / "redis.pid", data_dir / "postgres" / "postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids.append(int(pid_file.read_text().split()[0]))
+    return [pid for pid in pids if psutil.pid_exists(pid)]

@@ -1,0 +1,165 @@
+"""The servers a bench run uses: embedded ones under a bench data dir, or ORDERFLEET_* URLs.
+
+Either way the run gets a fresh PostgreSQL database (dropped afterwards) and a unique Redis key
+prefix (its keys deleted afterwards), and only loopback hosts or unix sockets are accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from sqlalchemy import Engine, create_engine, make_url, text
+
+from worker import embedded
+from worker.db import driver_url, make_engine, upgrade
+from worker.settings import load_settings
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class BenchError(RuntimeError):
+    """The bench cannot measure; the message says why."""
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where the broker, the lock Redis and the PostgreSQL server are."""
+
+    broker_url: str
+    redis_url: str
+    admin_database_url: str
+    embedded_dir: Path | None
+    source: str
+
+
+def redis_url_of_broker(broker_url: str) -> str:
+    """redis-py's form of a kombu Redis URL (redis+socket:// is unix:// for redis-py)."""
+    if broker_url.startswith("redis+socket://"):
+        return "unix://" + broker_url.removeprefix("redis+socket://")
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return broker_url
+    raise BenchError(f"the bench needs a Redis broker, not {broker_url.split(':', 1)[0]}://")
+
+
+def broker_url_of_redis(redis_url: str) -> str:
+    """kombu's form of a redis-py URL (unix sockets are redis+socket://)."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def require_local_redis(url: str) -> None:
+    """Refuse a Redis URL that is not a unix socket or a loopback host."""
+    parts = urlsplit(url)
+    if parts.scheme in ("unix", "redis+socket"):
+        return
+    if parts.hostname not in LOOPBACK:
+        raise BenchError(f"refusing non-loopback Redis host {parts.hostname!r}")
+
+
+def require_local_database(url: str) -> None:
+    """Refuse a PostgreSQL URL that is not a unix socket or a loopback host."""
+    parsed = make_url(url)
+    socket_host = str(parsed.query.get("host", ""))
+    if parsed.host is None and (not socket_host or socket_host.startswith("/")):
+        return
+    if (parsed.host or socket_host) not in LOOPBACK:
+        raise BenchError(f"refusing non-loopback PostgreSQL host {parsed.host or socket_host!r}")
+
+
+def resolve(data_dir: Path) -> Servers:
+    """ORDERFLEET_* URLs where set, embedded servers under data_dir (started now) otherwise."""
+    settings = load_settings()
+    broker, locks, database = settings.broker_url, settings.redis_url, settings.database_url
+    started = []
+    if broker is None and locks is None:
+        locks, broker = embedded.ensure_redis(data_dir), embedded.broker_url(data_dir)
+        started.append("redis")
+    broker = broker or broker_url_of_redis(locks or "")
+    locks = locks or redis_url_of_broker(broker)
+    if database is None:
+        database = embedded.ensure_postgres(data_dir)
+        started.append("postgres")
+    for url in (broker, locks):
+        require_local_redis(url)
+    require_local_database(database)
+    source = {0: "environment", 1: "mixed", 2: "embedded"}[len(started)]
+    return Servers(broker, locks, driver_url(database), data_dir if started else None, source)
+
+
+@contextlib.contextmanager
+def bench_servers(data_dir: Path) -> Iterator[Servers]:
+    """The run's servers; embedded ones started here are stopped at the end."""
+    servers = None
+    try:
+        servers = resolve(data_dir)
+        yield servers
+    finally:
+        if servers is None or servers.embedded_dir is not None:
+            embedded.stop(data_dir)
+
+
+def run_id() -> str:
+    """A short id naming this run's database and Redis prefix."""
+    return uuid.uuid4().hex[:10]
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: str, name: str) -> Iterator[str]:
+    """A new database with orderfleet's schema, dropped (sessions forced out) at the end."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
+            yield url
+        finally:
+            _drop_database(admin, name)
+    finally:
+        admin.dispose()
+
+
+def _drop_database(admin: Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> int:
+    """Delete every key under prefix; how many there were."""
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += client.delete(*batch)
+            batch = []
+    if batch:
+        deleted += client.delete(*batch)
+    return deleted
+
+
+def truncate_all(engine: Engine) -> None:
+    """Empty every orderfleet table (fresh state for the next measurement)."""
+    from models.tables import Base
+
+    names = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+
+
+def server_versions(client: redis.Redis, engine: Engine) -> dict[str, str]:
+    """The Redis and PostgreSQL server versions."""
+    with engine.connect() as conn:
+        postgres = str(conn.execute(text("SHOW server_version")).scalar())
+    info = client.info("server")
+    return {"redis": str(info.get("redis_version")), "postgresql": postgres}
