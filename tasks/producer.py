@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import BatchPublishError, OperationalError
+from kombu.utils.functional import retry_over_time
 
 from models import Envelope, Event, parse_event
 from worker.app import app as default_app
@@ -16,6 +19,9 @@ from worker.routing import partition_for, queue_name
 from worker.settings import load_settings
 
 BATCH_SIZE = 1000
+BROKER_ERRORS = (OperationalError, BatchPublishError)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,18 +45,39 @@ def publish(
 
 
 def publish_many(
-    events: Iterable[Mapping[str, Any] | str | bytes | Envelope], *, app: Celery | None = None
+    events: Iterable[Mapping[str, Any] | str | bytes | Envelope],
+    *,
+    app: Celery | None = None,
+    retry_policy: Mapping[str, Any] | None = None,
+    on_retry: Callable[[Exception, int], None] | None = None,
 ) -> list[PublishReceipt]:
-    """Validate every event first, then send them pipelined on one connection."""
+    """Validate every event first, then send them pipelined on one connection.
+
+    A pipelined batch that fails on a broker connection error is re-sent whole (its delivery
+    is uncertain; events deduplicate by eventId), under `retry_policy` (kombu's max_retries,
+    interval_start, interval_step, interval_max; default the app's task_publish_retry_policy,
+    as `apply_async` has). `on_retry(exc, retries)` hears of each re-send.
+    """
     app = app or default_app
     parsed = [parse_event(event) for event in events]
     partitions = load_settings().partitions
     _ensure_embedded_broker(app)
-    receipts = []
+    policy = dict(app.conf.task_publish_retry_policy if retry_policy is None else retry_policy)
+
+    def errback(exc: Exception, intervals: Iterator[float], retries: int) -> float:
+        log.warning("publish of %d events failed (%s); re-sending them", len(parsed), exc)
+        if on_retry is not None:
+            on_retry(exc, retries + 1)
+        return next(intervals)
+
+    return retry_over_time(
+        _send_all, BROKER_ERRORS, args=(app, parsed, partitions), errback=errback, **policy
+    )
+
+
+def _send_all(app: Celery, parsed: list[Event], partitions: int) -> list[PublishReceipt]:
     with app.producer_or_acquire() as producer, _batch(producer):
-        for event in parsed:
-            receipts.append(_send(app, producer, event, partitions))
-    return receipts
+        return [_send(app, producer, event, partitions) for event in parsed]
 
 
 def _send(app: Celery, producer: Any, event: Event, partitions: int) -> PublishReceipt:

@@ -59,6 +59,7 @@ __all__ = [
     "redis_url",
     "status",
     "stop",
+    "stop_redis",
 ]
 
 DATABASE = "orderfleet"
@@ -217,6 +218,19 @@ def stop(data_dir: Path) -> list[str]:
             with contextlib.suppress(OSError):
                 paths.socket_dir.rmdir()  # only when empty
     return stopped
+
+
+def stop_redis(data_dir: Path) -> bool:
+    """Stop only the embedded Redis of data_dir (SIGTERM: it fsyncs its AOF); whether it ran."""
+    paths = _paths(data_dir)
+    if not paths.root.is_dir():
+        return False
+    with _locked(paths, "redis"):
+        pid = _redis_pid(paths)
+        if pid is not None:
+            _stop_redis(paths, pid)
+        paths.redis_pidfile.unlink(missing_ok=True)
+    return pid is not None
 
 
 def status(data_dir: Path) -> dict[str, bool]:

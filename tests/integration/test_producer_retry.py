@@ -1,0 +1,112 @@
+"""publish_many survives a broker restart: a failed pipelined batch is re-sent whole.
+
+Regression: publish_many sends through kombu's pipelined batch, where a lost connection
+surfaces as BatchPublishError ("delivery is uncertain") or OperationalError outside Celery's
+publish retry, so a Redis restart made every producer call fail at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from kombu.exceptions import BatchPublishError, OperationalError
+from kombu.transport import redis as kombu_redis
+
+from tasks.producer import publish_many
+from worker import embedded
+from worker.routing import queue_name
+from worker.workload import generate
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+PARTITIONS = 4
+POLICY = {"max_retries": 40, "interval_start": 0.1, "interval_step": 0.1, "interval_max": 0.3}
+
+
+@pytest.fixture
+def redis_dir(tmp_path: Path) -> Iterator[Path]:
+    """A dedicated embedded Redis (with its AOF), stopped afterwards."""
+    path = tmp_path / "data"
+    embedded.ensure_redis(path)
+    yield path
+    embedded.stop(path)
+
+
+@pytest.fixture
+def app(redis_dir: Path, monkeypatch) -> Iterator[Celery]:
+    """A Celery app configured by celeryconfig for the dedicated Redis."""
+    monkeypatch.setenv("ORDERFLEET_BROKER_URL", embedded.broker_url(redis_dir))
+    monkeypatch.setenv("ORDERFLEET_PARTITIONS", str(PARTITIONS))
+    monkeypatch.delenv("ORDERFLEET_BROKER_PREFIX", raising=False)
+    origin = importlib.util.find_spec("celeryconfig").origin
+    spec = importlib.util.spec_from_file_location("celeryconfig_producer_retry", origin)
+    config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config)
+    app = Celery("orderfleet", set_as_current=False)
+    app.config_from_object(config)
+    yield app
+    app.close()
+
+
+def queued(redis_dir: Path) -> int:
+    client = redis.Redis.from_url(embedded.redis_url(redis_dir))
+    try:
+        return sum(client.llen(queue_name(p)) for p in range(PARTITIONS))
+    finally:
+        client.close()
+
+
+def test_publish_many_waits_out_a_redis_restart(app, redis_dir):
+    events = generate(10, seed=1, duplicate_rate=0, invalid_rate=0).distinct
+    publish_many(events[:1], app=app)  # a pooled connection that the restart will break
+    assert embedded.stop_redis(redis_dir)
+    restart = threading.Timer(1.5, embedded.ensure_redis, args=(redis_dir,))
+    restart.start()
+    retries: list[int] = []
+    began = time.monotonic()
+    receipts = publish_many(
+        events, app=app, retry_policy=POLICY, on_retry=lambda exc, n: retries.append(n)
+    )
+    restart.join()
+    assert time.monotonic() - began >= 1.0
+    assert len(receipts) == len(events)
+    assert retries and retries == list(range(1, len(retries) + 1))
+    assert queued(redis_dir) >= 1 + len(events)
+
+
+def test_a_batch_whose_delivery_is_uncertain_is_sent_again_whole(app, redis_dir, monkeypatch):
+    events = generate(10, seed=2, duplicate_rate=0, invalid_rate=0).distinct
+    flush = kombu_redis.PublishBatch.flush
+    failures = iter([True])
+
+    def flaky_flush(self):
+        if next(failures, False):
+            self.pipeline.reset()
+            self._buffered = 0
+            raise BatchPublishError("Redis publish batch failed; delivery is uncertain")
+        return flush(self)
+
+    monkeypatch.setattr(kombu_redis.PublishBatch, "flush", flaky_flush)
+    retries: list[int] = []
+    receipts = publish_many(events, app=app, on_retry=lambda exc, n: retries.append(n))
+    assert retries == [1]
+    assert len(receipts) == len(events)
+    assert queued(redis_dir) == len(events)
+
+
+def test_without_a_broker_publish_many_still_fails_after_its_retries(app, redis_dir):
+    events = generate(2, seed=3, duplicate_rate=0, invalid_rate=0).distinct
+    embedded.stop_redis(redis_dir)
+    retries: list[int] = []
+    policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+    with pytest.raises(OperationalError) as failed:
+        publish_many(events, app=app, retry_policy=policy, on_retry=lambda e, n: retries.append(n))
+    assert "redis.sock" in str(failed.value)
+    assert retries == [1, 2]
