@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from worker.runtime import Runtime
+    from worker.simulate import SimulationReport
 
 cli = typer.Typer(
     name="orderfleet",
@@ -170,6 +171,97 @@ def demo(
     from worker.demo import run_demo
 
     raise typer.Exit(run_demo(orders=orders, keep_running=keep_running))
+
+
+@cli.command()
+def simulate(
+    orders: int = typer.Option(1000, min=0, help="How many orders of events to publish."),
+    rate: float = typer.Option(
+        0.0, min=0, help="Messages per second over all producers (0: as fast as possible)."
+    ),
+    producers: int = typer.Option(1, min=1, help="Producer processes, each sending its share."),
+    duplicate_rate: float = typer.Option(
+        0.3, min=0, max=1, help="Re-deliveries, as a share of the distinct events."
+    ),
+    invalid_rate: float = typer.Option(
+        0.0, min=0, max=1, help="Invalid events (sent by task name), as a share of distinct ones."
+    ),
+    late_rate: float = typer.Option(
+        0.0, min=0, max=1, help="Share of valid messages held back and sent --late-delay later."
+    ),
+    late_delay: float = typer.Option(5.0, min=0, help="Seconds a late message is held back."),
+    seed: int = typer.Option(0, help="Seed of the workload (with --prefix)."),
+    prefix: str = typer.Option("sim-", help="Order id prefix of this run."),
+    out: Path | None = typer.Option(
+        None, help="Write the distinct valid events published here (JSON Lines), for `check`."
+    ),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Publish a seeded, out-of-order, duplicated workload at a bounded rate; exit 1 on errors."""
+    from worker.simulate import SimulateOptions, run_simulation
+
+    options = SimulateOptions(
+        orders, rate, producers, duplicate_rate, invalid_rate, late_rate, late_delay, seed, prefix
+    )
+    try:
+        options.check()
+    except ValueError as exc:
+        fail(str(exc))
+    ensure_broker(load_settings())
+    report = run_simulation(options, out)
+    if json_output:
+        print_json(report.to_json())
+    else:
+        print_simulation(report)
+    for error in report.errors:
+        typer.secho(f"orderfleet: producer failed: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1 if report.errors else 0)
+
+
+def print_simulation(report: SimulationReport) -> None:
+    """The run in three lines: the workload, what was sent, how fast."""
+    typer.echo(
+        f"workload: {plural(report.orders, 'order')}, {report.distinct:,} distinct events, "
+        f"{report.duplicates:,} re-deliveries, {report.invalid_planned:,} invalid, "
+        f"{report.late_planned:,} late"
+    )
+    typer.echo(
+        f"sent {report.sent:,} messages ({report.valid_sent:,} valid, {report.invalid_sent:,} "
+        f"invalid, {report.late_sent:,} late) from {plural(report.producers, 'producer')}; "
+        f"{report.published_distinct:,} distinct events published"
+    )
+    typer.echo(
+        f"{report.seconds:.2f} s, {report.rate:,.0f} messages/s, "
+        f"{report.publish_retries} publish retries after broker errors"
+    )
+
+
+@cli.command()
+def check(
+    path: Path = typer.Argument(..., help="JSON Lines of published events (simulate --out)."),
+) -> None:
+    """Compare every order of FILE in the store with its published events; exit 1 if any differ."""
+    from worker.check import BadEventFile, check_orders, load_events
+
+    try:
+        published = load_events(path)
+    except OSError as exc:
+        fail(f"{path}: {exc.strerror or exc}")
+    except BadEventFile as exc:
+        fail(str(exc))
+    divergent = missing = 0
+    for finding in check_orders(checked_runtime().sessions, published):
+        if finding.missing:
+            missing += 1
+            typer.echo(f"{finding.order_id}: missing from the store")
+            continue
+        divergent += 1
+        typer.echo(f"{finding.order_id}: {', '.join(finding.fields)}")
+        for detail in finding.details:
+            typer.echo(f"  {detail}")
+    summary = f"{len(published)} orders checked, {divergent} divergent"
+    typer.echo(summary + (f", {missing} missing" if missing else ""))
+    raise typer.Exit(1 if divergent or missing else 0)
 
 
 @cli.command()
