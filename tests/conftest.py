@@ -7,6 +7,8 @@ The machine's servers when ORDERFLEET_TEST_DATABASE_URL / ORDERFLEET_TEST_REDIS_
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,14 +32,27 @@ def unavailable(what: str, why: object) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A per-test directory outside pytest's base directory.
+
+    The embedded PostgreSQL runs as its own user and must traverse the path to its data; pytest
+    resets its base directory to mode 0700 whenever another pytest session starts.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"orderfleet-test-{RUN_ID}-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def embedded_dir() -> Iterator[Path]:
     """A data dir for embedded servers, stopped at the end of the run."""
-    path = tmp_path_factory.mktemp("embedded")
+    path = Path(tempfile.mkdtemp(prefix=f"orderfleet-embedded-{RUN_ID}-"))
     yield path
     from worker import embedded
 
     embedded.stop(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
