@@ -7,7 +7,7 @@ from typing import Any
 
 from bench import noop_app
 from bench.context import Context
-from bench.procs import BenchProcess, background_cpu, celery_command, usage
+from bench.procs import BenchProcess, celery_command, usage
 from bench.servers import BenchError
 
 POLL = 0.02
@@ -47,7 +47,6 @@ def run_baseline(ctx: Context, run: int) -> dict[str, Any]:
     """Drain `noop_messages` pre-enqueued no-op messages; messages/s once all workers run."""
     ctx.reset()
     count = ctx.config.noop_messages
-    background = background_cpu()
     enqueue_seconds = noop_app.enqueue(noop_app.make_app(ctx.servers.broker_url, ctx.prefix), count)
     workers = noop_workers(ctx, run)
     ctx.supervisor.start_ready(workers)
@@ -68,7 +67,6 @@ def run_baseline(ctx: Context, run: int) -> dict[str, Any]:
         "enqueue_per_s": round(count / enqueue_seconds, 1),
         **usage(before, after, depth_before, ctx.config.workers),
         "worker_peak_rss_mb": round(peak, 1),
-        "background_cpu_pct": background,
     }
 
 

@@ -14,7 +14,6 @@ from bench.context import Context
 from bench.procs import (
     BenchProcess,
     Snapshot,
-    background_cpu,
     module_command,
     usage,
 )
@@ -66,7 +65,6 @@ def run_throughput(
 ) -> dict[str, Any]:
     """Pre-enqueue `backlog` messages, start the workers, count what ends in a fixed window."""
     ctx.reset()
-    background = background_cpu()
     stamps, publish_seconds = _publish_backlog(ctx, backlog, name, seed)
     workers = fleet_workers(ctx, name)
     ctx.supervisor.start_ready(workers)
@@ -98,7 +96,6 @@ def run_throughput(
         "retries_by_cause": retries(final),
         "duplicates": _duplicates(ctx),
         "dead_letters": _dead_letters(ctx),
-        "background_cpu_pct": background,
     }
 
 
@@ -229,7 +226,6 @@ def _event_count(ctx: Context) -> int:
 def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int) -> dict[str, Any]:
     """Publish at `rate` events/s for `duration` s into running workers; publish->commit."""
     ctx.reset()
-    background = background_cpu()
     workers = fleet_workers(ctx, name)
     ctx.supervisor.start_ready(workers)
     try:
@@ -258,7 +254,6 @@ def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int
         "conflicts": sum(retries(stats).values()),
         "duplicates": _duplicates(ctx),
         "dead_letters": _dead_letters(ctx),
-        "background_cpu_pct": background,
     }
 
 

@@ -124,6 +124,7 @@ class Snapshot:
     at: float
     process_cpu: float
     server_cpu: float | None
+    own_cpu: float
     machine_busy: float
     machine_total: float
 
@@ -169,7 +170,8 @@ class ResourceMonitor:
         machine = psutil.cpu_times()
         idle = machine.idle + getattr(machine, "iowait", 0.0)
         total = sum(machine)
-        return Snapshot(time.time(), _cpu(self.procs), servers, total - idle, total)
+        own = _own_cpu()
+        return Snapshot(time.time(), _cpu(self.procs), servers, own, total - idle, total)
 
     def peak_rss_mb(self) -> float:
         """The largest resident set of any one watched process, in MiB."""
@@ -185,6 +187,14 @@ def _cpu(procs: Sequence[psutil.Process]) -> float:
             times = proc.cpu_times()
             used += times.user + times.system
     return used
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process, its reaped children and its live descendants."""
+    me = psutil.Process()
+    times = me.cpu_times()
+    reaped = times.children_user + times.children_system
+    return times.user + times.system + reaped + _cpu(me.children(recursive=True))
 
 
 def _tree_cpu(pids: Sequence[int]) -> float:
@@ -223,16 +233,14 @@ def usage(before: Snapshot, after: Snapshot, messages: int, workers: int) -> dic
         servers = after.server_cpu - before.server_cpu
         result["server_cpu_s"] = round(servers, 3)
         result["server_cpu_ms_per_message"] = _per_message(servers, messages)
+        own = after.own_cpu - before.own_cpu + servers
+        other = (after.machine_busy - before.machine_busy) - own
+        result["other_cpu_pct"] = round(max(0.0, 100 * other / span), 1)
     return result
 
 
 def _per_message(seconds: float, messages: int) -> float:
     return round(1000 * seconds / messages, 4) if messages else 0.0
-
-
-def background_cpu(seconds: float = 0.5) -> float:
-    """Machine CPU busy % while the bench itself is idle: other work, i.e. noise."""
-    return round(psutil.cpu_percent(interval=seconds), 1)
 
 
 def server_pids(data_dir: Path | None) -> list[int]:

@@ -78,6 +78,7 @@ ROWS: list[tuple[str, str, str, Getter, str]] = [
         lambda r: r["worker_cpu_ms_per_message"],
         ".3f",
     ),
+    ("baseline", "(a) CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f"),
     ("fleet", "(b) orderfleet: backlog drain", "msg/s", lambda r: r["messages_per_s"], ",.0f"),
     (
         "fleet",
@@ -107,7 +108,7 @@ ROWS: list[tuple[str, str, str, Getter, str]] = [
         ".3f",
     ),
     ("fleet", "(b) machine CPU busy in window", "%", lambda r: r["machine_cpu_busy_pct"], ".0f"),
-    ("fleet", "(b) machine CPU busy before start", "%", lambda r: r["background_cpu_pct"], ".0f"),
+    ("fleet", "(b) CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f"),
     ("fleet", "(b) peak RSS of a worker", "MiB", lambda r: r["worker_peak_rss_mb"], ".0f"),
     ("fleet", "(b) conflicts (retry:*)", "count", lambda r: r["conflicts"], ",.0f"),
     ("fleet", "(b) duplicates (deliveries - events)", "count", lambda r: r["duplicates"], ",.0f"),
@@ -125,6 +126,7 @@ ROWS: list[tuple[str, str, str, Getter, str]] = [
         ".3f",
     ),
     ("latency", "(c) conflicts (retry:*)", "count", lambda r: r["conflicts"], ",.0f"),
+    ("latency", "(c) CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f"),
 ]
 
 

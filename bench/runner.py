@@ -47,7 +47,7 @@ METHOD = {
     "corrected), 10% re-delivered, shuffled in windows of 500 messages, explicit eventIds",
 }
 
-BACKGROUND_WARN = 10.0
+OTHER_WORK_WARN = 10.0
 Log = Callable[[str], None]
 
 
@@ -201,11 +201,11 @@ def _warnings(blocks: dict[str, Any]) -> list[str]:
         notes.append("warning: a (b) backlog ran out before its window ended (window cut short)")
     if not all(run["all_committed"] for run in blocks["latency"]["runs"]):
         notes.append("warning: in (c) some events were not committed within the drain timeout")
-    idle = [run["background_cpu_pct"] for block in blocks.values() for run in block["runs"]]
-    if idle and max(idle) > BACKGROUND_WARN:
+    other = [run.get("other_cpu_pct", 0.0) for block in blocks.values() for run in block["runs"]]
+    if other and max(other) > OTHER_WORK_WARN:
         notes.append(
-            f"warning: the machine was up to {max(idle):.0f}% busy while the bench was idle "
-            "(other work competes for the CPU: numbers are low and noisy)"
+            f"warning: other work used up to {max(other):.0f}% of the machine's CPU during a "
+            "measurement (it competes with the fleet: numbers are low and noisy)"
         )
     return notes
 
