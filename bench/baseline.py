@@ -7,7 +7,7 @@ from typing import Any
 
 from bench import noop_app
 from bench.context import Context
-from bench.procs import BenchProcess, celery_command, usage
+from bench.procs import BenchProcess, celery_command, usage, wait_quiet
 from bench.servers import BenchError
 
 POLL = 0.02
@@ -46,6 +46,7 @@ def noop_workers(ctx: Context, run: int) -> list[BenchProcess]:
 def run_baseline(ctx: Context, run: int) -> dict[str, Any]:
     """Drain `noop_messages` pre-enqueued no-op messages; messages/s once all workers run."""
     ctx.reset()
+    waited = wait_quiet(ctx.config.wait_quiet)
     count = ctx.config.noop_messages
     enqueue_seconds = noop_app.enqueue(noop_app.make_app(ctx.servers.broker_url, ctx.prefix), count)
     workers = noop_workers(ctx, run)
@@ -67,6 +68,7 @@ def run_baseline(ctx: Context, run: int) -> dict[str, Any]:
         "enqueue_per_s": round(count / enqueue_seconds, 1),
         **usage(before, after, depth_before, ctx.config.workers),
         "worker_peak_rss_mb": round(peak, 1),
+        "waited_for_quiet_s": waited,
     }
 
 

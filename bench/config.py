@@ -30,6 +30,7 @@ class BenchConfig:
     producers: int = 2
     partitions: int = 16
     seed: int = 7
+    wait_quiet: float = 60.0
     quick: bool = False
     data_dir: Path = DEFAULT_DATA_DIR
     output: Path | None = None
@@ -44,6 +45,7 @@ QUICK = {
     "noop_messages": 3_000,
     "pilot_messages": 1_500,
     "pilot_duration": 2.0,
+    "wait_quiet": 0.0,
 }
 
 HELP = {
@@ -61,6 +63,7 @@ HELP = {
     "producers": "producer processes that enqueue the backlog of (b)",
     "partitions": "orderfleet partitions (ORDERFLEET_PARTITIONS of the fleet)",
     "seed": "seed of the generated traffic",
+    "wait_quiet": "before each measurement, wait up to this many s for the CPU to be < 10% busy",
     "quick": "short smoke run: 1 run, seconds-long windows, small backlogs",
     "data_dir": "data dir of the embedded servers (used when no ORDERFLEET_* URL is set)",
     "output": "JSON file to write (default bench/results/<timestamp>.json)",

@@ -16,6 +16,7 @@ from bench.procs import (
     Snapshot,
     module_command,
     usage,
+    wait_quiet,
 )
 from bench.servers import BenchError
 from bench.stats import latency_summary
@@ -65,6 +66,7 @@ def run_throughput(
 ) -> dict[str, Any]:
     """Pre-enqueue `backlog` messages, start the workers, count what ends in a fixed window."""
     ctx.reset()
+    waited = wait_quiet(ctx.config.wait_quiet)
     stamps, publish_seconds = _publish_backlog(ctx, backlog, name, seed)
     workers = fleet_workers(ctx, name)
     ctx.supervisor.start_ready(workers)
@@ -92,6 +94,7 @@ def run_throughput(
         "latency": _window_latency(ctx, stamps, before, after),
         **usage(before, after, messages, ctx.config.workers),
         "worker_peak_rss_mb": round(peak, 1),
+        "waited_for_quiet_s": waited,
         "conflicts": sum(retries(final).values()),
         "retries_by_cause": retries(final),
         "duplicates": _duplicates(ctx),
@@ -226,6 +229,7 @@ def _event_count(ctx: Context) -> int:
 def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int) -> dict[str, Any]:
     """Publish at `rate` events/s for `duration` s into running workers; publish->commit."""
     ctx.reset()
+    waited = wait_quiet(ctx.config.wait_quiet)
     workers = fleet_workers(ctx, name)
     ctx.supervisor.start_ready(workers)
     try:
@@ -251,6 +255,7 @@ def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int
         "latency": latency_summary(latencies),
         **usage(before, after, ended(stats), ctx.config.workers),
         "worker_peak_rss_mb": round(peak, 1),
+        "waited_for_quiet_s": waited,
         "conflicts": sum(retries(stats).values()),
         "duplicates": _duplicates(ctx),
         "dead_letters": _dead_letters(ctx),

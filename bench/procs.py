@@ -17,6 +17,7 @@ from worker.processes import FleetProcess
 
 STOP_TIMEOUT = 20.0
 READY_LINE = " ready."
+QUIET_PCT = 10.0
 
 
 class BenchProcess(FleetProcess):
@@ -241,6 +242,15 @@ def usage(before: Snapshot, after: Snapshot, messages: int, workers: int) -> dic
 
 def _per_message(seconds: float, messages: int) -> float:
     return round(1000 * seconds / messages, 4) if messages else 0.0
+
+
+def wait_quiet(limit: float, threshold: float = QUIET_PCT, sample: float = 2.0) -> float:
+    """Wait up to `limit` s until the machine is under `threshold` % CPU busy; seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if psutil.cpu_percent(interval=min(sample, limit)) < threshold:
+            break
+    return round(time.monotonic() - started, 1)
 
 
 def server_pids(data_dir: Path | None) -> list[int]:

@@ -160,7 +160,7 @@ def _document(
         "pilot": measured["pilot"],
         "ratio": ratio,
         "summary": _summary(blocks, ratio),
-        "warnings": _warnings(blocks),
+        "warnings": _warnings(blocks, config.wait_quiet),
     }
 
 
@@ -194,7 +194,7 @@ def _summary(blocks: dict[str, Any], ratio: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _warnings(blocks: dict[str, Any]) -> list[str]:
+def _warnings(blocks: dict[str, Any], wait_limit: float) -> list[str]:
     """What makes a number less trustworthy: short windows, backlogs run dry, a busy machine."""
     notes = []
     if any(run["drained_early"] for run in blocks["fleet"]["runs"]):
@@ -207,6 +207,9 @@ def _warnings(blocks: dict[str, Any]) -> list[str]:
             f"warning: other work used up to {max(other):.0f}% of the machine's CPU during a "
             "measurement (it competes with the fleet: numbers are low and noisy)"
         )
+    waits = [run["waited_for_quiet_s"] for block in blocks.values() for run in block["runs"]]
+    if wait_limit > 0 and waits and max(waits) >= wait_limit:
+        notes.append(f"warning: the machine was still busy after waiting {wait_limit:g} s to start")
     return notes
 
 
