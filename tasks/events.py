@@ -40,13 +40,23 @@ class EventTask(Task):
 
     def _handle(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Handled:
         message = kwargs.pop("event", args[0] if len(args) == 1 else _NO_EVENT)
+        try:
+            return self._end(runtime, message, args, kwargs)
+        except Retryable as exc:  # also when a dead letter could not be written yet
+            subject = [args, kwargs] if message is _NO_EVENT else message
+            return self._retry_or_give_up(runtime, exc, subject)
+
+    def _end(
+        self, runtime: Runtime, message: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Handled:
+        """Apply the message or dead-letter it; Retryable when a transient failure stopped both."""
         if message is _NO_EVENT or kwargs or len(args) > 1:
             error = "task arguments: expected exactly one keyword argument `event`"
             return dead_letter(runtime, "invalid_message", error, [args, kwargs], self.name)
         try:
             return handle_event_message(app, runtime, self.name, message)
-        except Retryable as exc:
-            return self._retry_or_give_up(runtime, exc, message)
+        except Retryable:
+            raise
         except Exception as exc:
             log.exception("unexpected failure applying an event")
             error = "".join(traceback.format_exception_only(exc)).strip()
@@ -55,7 +65,10 @@ class EventTask(Task):
     def _retry_or_give_up(self, runtime: Runtime, exc: Retryable, message: Any) -> Handled:
         if self.request.retries >= runtime.settings.max_retries:
             error = f"gave up after {self.request.retries} retries: {exc}"
-            return dead_letter(runtime, "retries_exhausted", error, message, self.name)
+            try:
+                return dead_letter(runtime, "retries_exhausted", error, message, self.name)
+            except Retryable as unwritten:  # keep the message until its dead letter is written
+                exc = unwritten
         metrics.record_retry(runtime.redis, runtime.settings.stats_key, type(exc.cause).__name__)
         countdown = backoff_countdown(self.request.retries, runtime.settings)
         raise self.retry(exc=exc, countdown=countdown)

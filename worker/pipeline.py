@@ -7,6 +7,8 @@ transient failures raise `Retryable` for the task layer to retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +64,15 @@ def handle_event_message(app: Celery, runtime: Runtime, task_name: str, message:
     if task_name != expected:
         error = f"eventType {event.event_type} must be sent to {expected}, not {task_name}"
         return dead_letter(runtime, "task_mismatch", error, message, task_name)
-    try:
+    with transient_as_retryable():
         return _apply_locked(app, runtime, event, message, task_name)
+
+
+@contextmanager
+def transient_as_retryable() -> Iterator[None]:
+    """Raise Retryable for a transient failure: lock, version conflict, lost connection."""
+    try:
+        yield
     except TRANSIENT as exc:
         raise Retryable(exc) from exc
     except DBAPIError as exc:
@@ -95,7 +104,11 @@ def _is_transient_db_error(exc: DBAPIError) -> bool:
 def dead_letter(
     runtime: Runtime, reason: str, error: str, message: Any, task_name: str | None
 ) -> Handled:
-    """Record a message that will not be applied, with why; it stays replayable."""
+    """Record a message that will not be applied, with why; it stays replayable.
+
+    Raises Retryable when the database connection is lost, so the message is tried again
+    instead of being misfiled or dropped.
+    """
     letter = DeadLetter(
         reason=reason,
         error=error,
@@ -104,7 +117,7 @@ def dead_letter(
         order_id=event_order_id(message),
         event_id=_event_id_of(message),
     )
-    with runtime.unit_of_work() as uow:
+    with transient_as_retryable(), runtime.unit_of_work() as uow:
         uow.dead_letters.add(letter, runtime.now())
         uow.commit()
     log.warning("dead letter (%s) from %s: %s", reason, task_name, error[:500])
