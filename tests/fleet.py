@@ -41,6 +41,7 @@ def fleet_env(database_url: str, redis_url: str, key_prefix: str, **extra: str) 
             "ORDERFLEET_PARTITIONS": "8",
             "ORDERFLEET_VISIBILITY_TIMEOUT": "10",
             "ORDERFLEET_RETRY_BACKOFF_MAX": "2",
+            "ORDERFLEET_LOCK_LEASE": "2",
             "ORDERFLEET_OUTBOX_RELAY_AFTER": "2",
             "ORDERFLEET_LOG_LEVEL": "INFO",
         }

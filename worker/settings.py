@@ -22,10 +22,10 @@ class Settings:
     data_dir: Path = Path(".orderfleet")
     partitions: int = 16
     visibility_timeout: float = 30.0
-    max_retries: int = 12
+    max_retries: int = 16
     retry_backoff_base: float = 0.05
     retry_backoff_max: float = 5.0
-    lock_lease: float = 10.0
+    lock_lease: float = 5.0
     lock_wait: float = 0.5
     key_prefix: str = "orderfleet:"
     broker_prefix: str = ""
