@@ -42,8 +42,8 @@ task_ignore_result = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-worker_send_task_events = True
-task_send_sent_event = True
+worker_send_task_events = _settings.task_events
+task_send_sent_event = _settings.task_events
 worker_hijack_root_logger = False
 worker_consumer = "worker.consumer:DeadLetteringConsumer"
 

@@ -104,9 +104,9 @@ def worker(
         f"--queues={','.join(queues)}",
         f"--hostname={name}.%h.{_pid()}",
         f"--loglevel={loglevel or settings.log_level}",
-        "--task-events",
         "--without-gossip",
         "--without-mingle",
+        *(["--task-events"] if settings.task_events else []),
     ]
     app.worker_main(argv)
 

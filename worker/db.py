@@ -30,8 +30,9 @@ def driver_url(url: str) -> str:
 
 
 def make_engine(url: str, **options: Any) -> Engine:
-    """A pooled engine with pre-ping, so a restarted PostgreSQL costs a retry, not a crash."""
-    return create_engine(driver_url(url), pool_pre_ping=True, json_serializer=dumps, **options)
+    """A pooled engine; pre-ping unless told otherwise (workers retry a dropped connection)."""
+    options.setdefault("pool_pre_ping", True)
+    return create_engine(driver_url(url), json_serializer=dumps, **options)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

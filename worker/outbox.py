@@ -8,11 +8,13 @@ from datetime import datetime, timedelta
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import update
 
 from models import EmittedDecision
+from models.tables import OutboxRow
 from worker.routing import DECISIONS_QUEUE
 from worker.runtime import Runtime
-from worker.store import UnitOfWork, decision_payload
+from worker.store import decision_payload
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,9 @@ def relay(app: Celery, runtime: Runtime, older_than: timedelta, limit: int = 500
 
 
 def _mark(runtime: Runtime, decision_ids: list[str], now: datetime) -> None:
+    """One UPDATE in its own short transaction (Core: this runs after every decision)."""
     if not decision_ids:
         return
-    with UnitOfWork(runtime.sessions) as uow:
-        uow.outbox.mark_published(decision_ids, now)
-        uow.commit()
+    stmt = update(OutboxRow).where(OutboxRow.decision_id.in_(decision_ids))
+    with runtime.engine.begin() as connection:
+        connection.execute(stmt.values(published_at=now))

@@ -42,7 +42,9 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.database_url, pool_size=2, max_overflow=4)
+        # No pre-ping: it costs a round trip per transaction, and a connection that died with a
+        # restarted PostgreSQL fails its statement instead, which the apply path retries.
+        return make_engine(self.database_url, pool_size=2, max_overflow=4, pool_pre_ping=False)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

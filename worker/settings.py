@@ -36,6 +36,7 @@ class Settings:
     flower_port: int = 5555
     metrics_port: int | None = None
     log_level: str = "INFO"
+    task_events: bool = True
     ready_file: Path | None = None
 
     @property
@@ -68,6 +69,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 def _convert(name: str, kind: object, raw: str) -> object:
     text = str(kind)
+    if text == "bool":
+        return _boolean(name, raw)
     try:
         if "Path" in text:
             return Path(raw)
@@ -79,6 +82,15 @@ def _convert(name: str, kind: object, raw: str) -> object:
         kind_name = "an integer" if "int" in text else "a number"
         raise SettingsError(f"{_ENV[name]}={raw!r}: must be {kind_name}") from None
     return raw
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{_ENV[name]}={raw!r}: must be true or false (1/0, yes/no, on/off)")
 
 
 def env_name(field_name: str) -> str:

@@ -38,3 +38,10 @@ def test_settings_from_environment_with_a_clear_error():
     assert (settings.partitions, settings.lock_wait) == (64, 0.2)
     with pytest.raises(SettingsError, match="ORDERFLEET_PARTITIONS='many': must be an integer"):
         load_settings({"ORDERFLEET_PARTITIONS": "many"})
+
+
+def test_boolean_settings():
+    assert load_settings({"ORDERFLEET_TASK_EVENTS": "off"}).task_events is False
+    assert load_settings({}).task_events is True
+    with pytest.raises(SettingsError, match="ORDERFLEET_TASK_EVENTS='maybe': must be true or false"):
+        load_settings({"ORDERFLEET_TASK_EVENTS": "maybe"})
