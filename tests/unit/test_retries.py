@@ -43,5 +43,5 @@ def test_settings_from_environment_with_a_clear_error():
 def test_boolean_settings():
     assert load_settings({"ORDERFLEET_TASK_EVENTS": "off"}).task_events is False
     assert load_settings({}).task_events is True
-    with pytest.raises(SettingsError, match="ORDERFLEET_TASK_EVENTS='maybe': must be true or false"):
+    with pytest.raises(SettingsError, match="TASK_EVENTS='maybe': must be true or false"):
         load_settings({"ORDERFLEET_TASK_EVENTS": "maybe"})
