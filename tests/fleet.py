@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -173,3 +176,38 @@ def deliveries_of(events: list[dict[str, Any]], redeliver: float, seed: int) -> 
     sent = events + rng.sample(events, int(len(events) * redeliver))
     rng.shuffle(sent)
     return sent
+
+
+def unacked_of(client: redis.Redis, prefix: str, queues: list[str]) -> dict[str, dict]:
+    """Task id -> event of the unacknowledged messages of these queues."""
+    found = {}
+    for raw in client.hvals(f"{prefix}unacked"):
+        message, _exchange, routing_key = json.loads(raw)
+        if routing_key in queues:
+            body = json.loads(base64.b64decode(message["body"]))
+            found[message["headers"]["id"]] = body[1].get("event")
+    return found
+
+
+def kill_with_a_message_in_hand(
+    client: redis.Redis, prefix: str, victim: FleetProcess, queues: list[str]
+) -> tuple[float, dict]:
+    """SIGKILL the worker while it holds a message; when, and what it held.
+
+    The worker is frozen (SIGSTOP) when it is seen holding one; if that message was acked in
+    the meantime it is thawed and watched again, so the kill always has a message in hand.
+    (A SIGKILL between kombu's BRPOP and its write of the unacked record loses that message:
+    a limit of the Redis transport, which a random kill would hit now and then.)
+    """
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if unacked_of(client, prefix, queues):
+            os.killpg(victim.pid, signal.SIGSTOP)
+            held = unacked_of(client, prefix, queues)
+            if held:
+                killed_at = time.monotonic()
+                victim.kill()
+                return killed_at, held
+            os.killpg(victim.pid, signal.SIGCONT)
+        time.sleep(0.001)
+    raise AssertionError("the worker never held a message")

@@ -9,10 +9,7 @@ on purpose, and `orderfleet check` finds no divergent order (the decision invari
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +22,7 @@ import redis
 from sqlalchemy import create_engine, func, select, text
 
 from models.tables import DeadLetterRow
-from tests.fleet import Fleet, fleet_env, ledger, wait_for
+from tests.fleet import Fleet, fleet_env, kill_with_a_message_in_hand, ledger, wait_for
 from worker import embedded
 from worker.metrics import fleet_stats
 from worker.routing import queue_name
@@ -220,37 +217,6 @@ def log_count(fleet: Fleet, needle: str) -> int:
 # --------------------------------------------------------------------------- (a) SIGKILL
 
 
-def unacked_of(client: redis.Redis, prefix: str, queues: list[str]) -> dict[str, dict]:
-    """Task id -> event of the unacknowledged messages of these queues."""
-    found = {}
-    for raw in client.hvals(f"{prefix}unacked"):
-        message, _exchange, routing_key = json.loads(raw)
-        if routing_key in queues:
-            body = json.loads(base64.b64decode(message["body"]))
-            found[message["headers"]["id"]] = body[1].get("event")
-    return found
-
-
-def kill_with_a_message_in_hand(client: redis.Redis, prefix: str, victim) -> tuple[float, dict]:
-    """SIGKILL the worker while it holds a message; when, and what it held.
-
-    The worker is frozen (SIGSTOP) when it is seen holding one; if that message was acked in
-    the meantime it is thawed and watched again, so the kill always has a message in hand.
-    """
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if unacked_of(client, prefix, FIRST_HALF):
-            os.killpg(victim.pid, signal.SIGSTOP)
-            held = unacked_of(client, prefix, FIRST_HALF)
-            if held:
-                killed_at = time.monotonic()
-                victim.kill()
-                return killed_at, held
-            os.killpg(victim.pid, signal.SIGCONT)
-        time.sleep(0.001)
-    raise AssertionError("the worker never held a message")
-
-
 def test_sigkilled_worker_recovers_within_the_visibility_timeout(
     fleets, producers, sessions, redis_server_url, key_prefix
 ):
@@ -260,7 +226,7 @@ def test_sigkilled_worker_recovers_within_the_visibility_timeout(
     fleet.start("w1", "worker", "--partitions", "4-7")
     run = start_traffic(fleet, producers, "sim", *traffic("kill-", seed=1))
     wait_for(lambda: logged_events(sessions) > 300, 60, "traffic to flow")
-    killed_at, in_hand = kill_with_a_message_in_hand(client, key_prefix, victim)
+    killed_at, in_hand = kill_with_a_message_in_hand(client, key_prefix, victim, FIRST_HALF)
     restarted = fleet.start("w0-restarted", "worker", "--partitions", "0-3")
     task_id = next(iter(in_hand))
     wait_for(
