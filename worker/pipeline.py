@@ -17,10 +17,9 @@ from celery import Celery
 from sqlalchemy.exc import DBAPIError
 
 from models import Event, InvalidEvent, parse_event, raw_text
-from models.wire import dumps
 from worker.locks import LockNotAcquired, order_lock
 from worker.outbox import publish_after_commit
-from worker.routing import EVENT_TASK_PREFIX, event_order_id
+from worker.routing import event_order_id
 from worker.runtime import Runtime
 from worker.service import ApplyOutcome, apply_event
 from worker.store import DeadLetter, VersionConflict
@@ -127,15 +126,3 @@ def dead_letter(
 def _event_id_of(message: Any) -> str | None:
     value = message.get("eventId", message.get("event_id")) if isinstance(message, dict) else None
     return value if isinstance(value, str) else None
-
-
-def is_event_task(name: str) -> bool:
-    return name.startswith(EVENT_TASK_PREFIX)
-
-
-def describe(message: Any) -> str:
-    """A short printable form of a message for logs."""
-    try:
-        return dumps(message)[:200]
-    except (TypeError, ValueError):
-        return repr(message)[:200]
