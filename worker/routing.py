@@ -45,8 +45,12 @@ def queue_name(partition: int) -> str:
     return f"orderfleet.p{partition:03d}"
 
 
-def queue_for(order_id: str, partitions: int) -> str:
-    """The Celery queue an order's events go to."""
+def queue_for(order_id: str, partitions: int | None = None) -> str:
+    """The Celery queue an order's events go to (P from ORDERFLEET_PARTITIONS by default)."""
+    if partitions is None:
+        from worker.settings import load_settings
+
+        partitions = load_settings().partitions
     return queue_name(partition_for(order_id, partitions))
 
 

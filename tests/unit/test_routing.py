@@ -84,6 +84,13 @@ def test_router_sends_each_task_name_to_its_queue(name, kwargs, queue):
     assert route_for(name, kwargs, 16) == queue
 
 
+def test_queue_for_reads_the_partition_count_from_the_settings(monkeypatch):
+    monkeypatch.setenv("ORDERFLEET_PARTITIONS", "64")
+    assert queue_for("o-2") == "orderfleet.p057"
+    monkeypatch.delenv("ORDERFLEET_PARTITIONS")
+    assert queue_for("o-2") == "orderfleet.p010"
+
+
 def test_partition_specs():
     assert parse_partitions("0-3,8,10-11", 16) == [0, 1, 2, 3, 8, 10, 11]
     with pytest.raises(ValueError, match="outside 0-15"):
