@@ -7,18 +7,18 @@ from typing import Any
 
 from bench import noop_app
 from bench.context import Context
-from bench.procs import BenchProcess, celery_command, usage, wait_quiet
+from bench.procs import celery_command, usage, wait_quiet
 from bench.servers import BenchError
+from worker.processes import FleetProcess
 
 POLL = 0.02
 
 
-def noop_workers(ctx: Context, run: int) -> list[BenchProcess]:
+def noop_workers(ctx: Context, run: int) -> list[FleetProcess]:
     """The no-op workers: solo pool, one at a time, prefetch 1, on the no-op queue."""
     return [
-        BenchProcess(
+        FleetProcess(
             f"noop-r{run}-w{index}",
-            celery_command("bench.noop_app"),
             [
                 "worker",
                 "-P",
@@ -38,6 +38,7 @@ def noop_workers(ctx: Context, run: int) -> list[BenchProcess]:
             ],
             ctx.noop_env(),
             ctx.log_dir,
+            command=celery_command("bench.noop_app"),
         )
         for index in range(ctx.config.workers)
     ]
@@ -72,7 +73,7 @@ def run_baseline(ctx: Context, run: int) -> dict[str, Any]:
     }
 
 
-def _wait_drained(ctx: Context, workers: list[BenchProcess], timeout: float) -> None:
+def _wait_drained(ctx: Context, workers: list[FleetProcess], timeout: float) -> None:
     """Poll the queue until it is empty; raise when a worker dies or time runs out."""
     deadline = time.monotonic() + timeout
     while ctx.noop_depth() > 0:

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 
 from bench.context import Context
 from bench.procs import (
-    BenchProcess,
     Snapshot,
     module_command,
     usage,
@@ -108,12 +107,12 @@ def _publish_backlog(
     """Producer processes publish `messages` events between them; merged times, seconds."""
     shards = max(1, min(ctx.config.producers, messages // 1000 or 1))
     producers = [
-        BenchProcess(
+        FleetProcess(
             f"{name}-producer{shard}",
-            module_command("bench.producer"),
             _backlog_args(ctx, messages, name, seed, shard, shards),
             ctx.fleet_env(),
             ctx.log_dir,
+            command=module_command("bench.producer"),
         )
         for shard in range(shards)
     ]
@@ -157,7 +156,7 @@ def _merge(stamps: dict[str, float], produced: dict[str, Any]) -> None:
         stamps[event_id] = min(at, stamps.get(event_id, at))
 
 
-def _finish(producer: BenchProcess, timeout: float) -> None:
+def _finish(producer: FleetProcess, timeout: float) -> None:
     """Wait for a producer; raise with its log when it failed."""
     code = producer.wait_exit(timeout)
     if code != 0:
@@ -266,9 +265,8 @@ def _publish_at_rate(
     ctx: Context, rate: float, duration: float, name: str, seed: int
 ) -> dict[str, Any]:
     """One producer process publishing at a fixed rate; its summary and publish times."""
-    producer = BenchProcess(
+    producer = FleetProcess(
         f"{name}-producer",
-        module_command("bench.producer"),
         [
             "rate",
             f"--out={_stamps_path(ctx, name, 0)}",
@@ -279,6 +277,7 @@ def _publish_at_rate(
         ],
         ctx.fleet_env(),
         ctx.log_dir,
+        command=module_command("bench.producer"),
     )
     ctx.supervisor.start(producer)
     _finish(producer, duration * 1.5 + 60)

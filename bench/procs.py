@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,60 +15,7 @@ import psutil
 from worker.processes import FleetProcess
 
 STOP_TIMEOUT = 20.0
-READY_LINE = " ready."
 QUIET_PCT = 10.0
-
-
-class BenchProcess(FleetProcess):
-    """A FleetProcess running any command (e.g. `python -m celery -A bench.noop_app`)."""
-
-    def __init__(
-        self,
-        name: str,
-        command: Sequence[str],
-        args: list[str],
-        env: Mapping[str, str],
-        log_dir: Path,
-    ) -> None:
-        super().__init__(name, args, env, log_dir)
-        self.command = list(command)
-
-    def start(self) -> BenchProcess:
-        """Start `command + args` in its own session, output to the log file."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*self.command, *self.args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ready(self, timeout: float = 60.0) -> BenchProcess:
-        """Block until the ready file appears or Celery logs ` ready.`; raise with the log."""
-        deadline = time.monotonic() + timeout
-        ready_file = getattr(self, "ready_path", None)
-        while time.monotonic() < deadline:
-            if (ready_file is not None and ready_file.exists()) or READY_LINE in self.log_text():
-                return self
-            if not self.alive():
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not become ready:\n{self.log_text()[-3000:]}")
-
-    def wait_exit(self, timeout: float) -> int:
-        """Wait for the process to end; kill it and raise after timeout seconds."""
-        assert self.process is not None, f"{self.name} was never started"
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise RuntimeError(
-                f"{self.name} did not finish in {timeout:.0f} s:\n{self.log_text()[-3000:]}"
-            ) from None
 
 
 def celery_command(app_module: str) -> list[str]:

@@ -104,7 +104,8 @@ def _batch(producer: Any) -> AbstractContextManager[Any]:
 
 def _ensure_embedded_broker(app: Celery) -> None:
     """With no broker URL set, the embedded Redis must be running before we send."""
-    if load_settings().broker_url is None:
+    settings = load_settings()
+    if settings.broker_url is None:
         from worker import embedded
 
-        embedded.ensure_redis(load_settings().data_dir)
+        embedded.ensure_redis(settings.data_dir)

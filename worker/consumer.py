@@ -16,7 +16,6 @@ from celery.worker.consumer import Consumer
 from worker.runtime import get_runtime
 
 log = logging.getLogger(__name__)
-MAX_RAW_BYTES = 256 * 1024
 
 
 class DeadLetteringConsumer(Consumer):
@@ -91,8 +90,6 @@ def _task_name(message: Any) -> str | None:
 
 
 def _raw_body(message: Any) -> str:
+    """The body as text (the dead letter store caps its size)."""
     body = message.body
-    if isinstance(body, str):
-        body = body.encode("utf-8", "backslashreplace")
-    text = bytes(body[:MAX_RAW_BYTES]).decode("utf-8", errors="replace")
-    return text if len(body) <= MAX_RAW_BYTES else f"{text}... [truncated, {len(body)} bytes]"
+    return body if isinstance(body, str) else bytes(body).decode("utf-8", errors="replace")

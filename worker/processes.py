@@ -8,15 +8,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+ORDERFLEET_COMMAND = (sys.executable, "-m", "worker")
 
 
 class FleetProcess:
-    """One `orderfleet` subprocess with its own log file and process group."""
+    """One subprocess (by default `orderfleet ARGS`) with its own log file and process group."""
 
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        command: Sequence[str] = ORDERFLEET_COMMAND,
+    ) -> None:
         self.name = name
+        self.command = list(command)
         self.args = args
         self.env = dict(env)
         self.log_path = log_dir / f"{name}.log"
@@ -29,7 +39,7 @@ class FleetProcess:
         self.ready_path.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker", *self.args],
+                [*self.command, *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -59,6 +69,17 @@ class FleetProcess:
                 break
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not become ready:\n{self.log_text()[-3000:]}")
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to end; kill it and raise after timeout seconds."""
+        assert self.process is not None, f"{self.name} was never started"
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(
+                f"{self.name} did not finish in {timeout:.0f} s:\n{self.log_text()[-3000:]}"
+            ) from None
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Warm shutdown (SIGTERM: finish or re-queue the message in hand), then SIGKILL."""

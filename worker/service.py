@@ -65,11 +65,15 @@ def apply_events(uow: UnitOfWork, batch: Sequence[Incoming], now: datetime) -> l
     """Apply many events of many orders in one transaction; raises VersionConflict to retry."""
     with uow:
         firsts = _first_occurrences(batch)
+        hashes = {eid: content_hash(item.event) for eid, item in firsts.items()}
         new_ids = uow.events.record(
-            [i.event for i in firsts.values()], [i.raw_object for i in firsts.values()], now
+            [i.event for i in firsts.values()],
+            [i.raw_object for i in firsts.values()],
+            list(hashes.values()),
+            now,
         )
-        logged = _logged_hashes(uow.events, firsts, new_ids)
-        outcomes = [_classify(item, firsts, new_ids, logged) for item in batch]
+        logged = _logged_hashes(uow.events, hashes, new_ids)
+        outcomes = [_classify(item, firsts, hashes, new_ids, logged) for item in batch]
         decided = _fold(uow, [firsts[eid] for eid in firsts if eid in new_ids], now)
         _record_rejects(uow, batch, outcomes, now)
         uow.commit()
@@ -83,21 +87,27 @@ def _first_occurrences(batch: Sequence[Incoming]) -> dict[str, Incoming]:
     return firsts
 
 
-def _logged_hashes(log: EventLog, firsts: dict[str, Incoming], new_ids: set[str]) -> dict[str, str]:
+def _logged_hashes(log: EventLog, hashes: dict[str, str], new_ids: set[str]) -> dict[str, str]:
     """The content hash the log holds for every event id of the batch."""
-    seen_before = [eid for eid in firsts if eid not in new_ids]
+    seen_before = [eid for eid in hashes if eid not in new_ids]
     logged = log.hashes(seen_before) if seen_before else {}
-    logged.update({eid: content_hash(firsts[eid].event) for eid in new_ids})
+    logged.update({eid: hashes[eid] for eid in new_ids})
     return logged
 
 
 def _classify(
-    item: Incoming, firsts: dict[str, Incoming], new_ids: set[str], logged: dict[str, str]
+    item: Incoming,
+    firsts: dict[str, Incoming],
+    hashes: dict[str, str],
+    new_ids: set[str],
+    logged: dict[str, str],
 ) -> ApplyOutcome:
     event = item.event
-    if event.event_id in new_ids and firsts[event.event_id] is item:
+    first = firsts[event.event_id] is item
+    if first and event.event_id in new_ids:
         return ApplyOutcome(event.event_id, event.order_id, "applied")
-    if logged.get(event.event_id) == content_hash(event):
+    digest = hashes[event.event_id] if first else content_hash(event)
+    if logged.get(event.event_id) == digest:
         return ApplyOutcome(event.event_id, event.order_id, "duplicate")
     return ApplyOutcome(event.event_id, event.order_id, "dead_lettered", reason="event_id_conflict")
 

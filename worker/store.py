@@ -44,9 +44,11 @@ class EventLog:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def record(self, events: Sequence[Event], raws: Sequence[Any], now: datetime) -> set[str]:
-        """Insert the events not yet logged; returns the ids that were new."""
-        rows = [_event_row(e, raw, now) for e, raw in zip(events, raws, strict=True)]
+    def record(
+        self, events: Sequence[Event], raws: Sequence[Any], hashes: Sequence[str], now: datetime
+    ) -> set[str]:
+        """Insert the events not yet logged (with their content hashes); returns the new ids."""
+        rows = [_event_row(*row, now) for row in zip(events, raws, hashes, strict=True)]
         if not rows:
             return set()
         table = EventRow.__table__
@@ -79,14 +81,14 @@ class EventLog:
         return found
 
 
-def _event_row(event: Event, raw: Any, now: datetime) -> dict[str, Any]:
+def _event_row(event: Event, raw: Any, digest: str, now: datetime) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
         "order_id": event.order_id,
         "event_type": event.event_type,
         "event_at": event.timestamp,
         "raw": raw if isinstance(raw, dict) else event.to_wire(),
-        "content_hash": content_hash(event),
+        "content_hash": digest,
         "received_at": now,
         "applied_at": now,
     }

@@ -101,9 +101,9 @@ def test_two_workers_on_the_same_partitions_still_converge(fleet, sessions, redi
     print(f"\nsame-partition workers: {stats}")
     assert stats["applied"] == len(events)
     assert stats["duplicate"] == len(sent) - len(events)
-    assert sum(retried.values()) == stats.get("retry:VersionConflict", 0) + stats.get(
-        "retry:LockNotAcquired", 0
-    )
+    # The only retries two consumers of one partition may cause: a busy lock or a lost race.
+    assert set(retried) <= {"retry:VersionConflict", "retry:LockNotAcquired"}
+    assert set(stats) - set(retried) == {"applied", "duplicate"}
 
 
 def test_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
