@@ -1,19 +1,10 @@
 """Celery settings for orderfleet, all derived from ORDERFLEET_* settings (worker/settings.py)."""
 
 from kombu import Queue
-
-from worker import routing
-from worker.settings import load_settings
+from orderfleet.worker import routing
+from orderfleet.worker.settings import load_settings
 
 _settings = load_settings()
-
-
-def _broker_url() -> str:
-    if _settings.broker_url:
-        return _settings.broker_url
-    from worker import embedded
-
-    return embedded.broker_url(_settings.data_dir)
 
 
 def route_task(name, args, kwargs, options, task=None, **kw):
@@ -22,7 +13,9 @@ def route_task(name, args, kwargs, options, task=None, **kw):
     return {"queue": queue, "routing_key": queue} if queue else None
 
 
-broker_url = _broker_url()
+# Unset means unset: the producer and the worker's start-up check refuse, naming the variable
+# (worker/servers.py); no server is started behind a missing URL.
+broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
@@ -45,7 +38,7 @@ worker_prefetch_multiplier = 1
 worker_send_task_events = _settings.task_events
 task_send_sent_event = _settings.task_events
 worker_hijack_root_logger = False
-worker_consumer = "worker.consumer:DeadLetteringConsumer"
+worker_consumer = "orderfleet.worker.consumer:DeadLetteringConsumer"
 
 task_queues = [Queue(name, routing_key=name) for name in routing.all_queues(_settings.partitions)]
 task_default_queue = routing.MAINTENANCE_QUEUE

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from orderfleet.worker.processes import FleetProcess
+
 from bench import noop_app
 from bench.context import Context
 from bench.procs import celery_command, usage, wait_quiet
 from bench.servers import BenchError
-from worker.processes import FleetProcess
 
 POLL = 0.02
 

@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from orderfleet.worker import routing
+from orderfleet.worker.metrics import fleet_stats
+from orderfleet.worker.processes import FleetProcess
+from orderfleet.worker.settings import Settings
 from sqlalchemy import Engine
 
 from bench import noop_app
 from bench.config import REPO_ROOT, BenchConfig
 from bench.procs import ResourceMonitor, Supervisor, server_pids
 from bench.servers import Servers, delete_prefix, truncate_all
-from worker import routing
-from worker.metrics import fleet_stats
-from worker.processes import FleetProcess
-from worker.settings import Settings
 
 
 @dataclass

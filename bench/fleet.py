@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from orderfleet.models.tables import DeadLetterRow, EventRow
+from orderfleet.worker.processes import FleetProcess
 from sqlalchemy import func, select
 
 from bench.context import Context
@@ -19,8 +21,6 @@ from bench.procs import (
 )
 from bench.servers import BenchError
 from bench.stats import latency_summary
-from models.tables import DeadLetterRow, EventRow
-from worker.processes import FleetProcess
 
 POLL = 0.25
 SIZING_MARGIN = 1.3

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from celery import Celery, signals
-
-from worker.settings import Settings
+from orderfleet.worker.settings import Settings
 
 NOOP_TASK = "bench.noop"
 QUEUE = "bench.noop"

@@ -76,7 +76,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Generate the traffic, publish it in the chosen mode, write the publish times."""
-    from tasks.producer import publish_many
+    from orderfleet.tasks.producer import publish_many
 
     args = _arguments(argv)
     if args.mode == "backlog":

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from orderfleet.worker.db import make_engine
 from rich.console import Console
 
 from bench.baseline import run_baseline
@@ -28,7 +29,6 @@ from bench.servers import (
     server_versions,
 )
 from bench.stats import median_of
-from worker.db import make_engine
 
 METHOD = {
     "a": "raw no-op Celery task (bench/noop_app.py): N pre-enqueued messages drained by the "

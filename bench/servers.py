@@ -9,16 +9,17 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from orderfleet.worker import embedded
+from orderfleet.worker.db import driver_url, make_engine, upgrade
+from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.servers import FLEET, Embedded, locks_url_of_broker, resolve_servers
+from orderfleet.worker.settings import load_settings
 from sqlalchemy import Engine, create_engine, make_url, text
-
-from worker import embedded
-from worker.db import driver_url, make_engine, upgrade
-from worker.settings import load_settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -36,22 +37,6 @@ class Servers:
     admin_database_url: str
     embedded_dir: Path | None
     source: str
-
-
-def redis_url_of_broker(broker_url: str) -> str:
-    """redis-py's form of a kombu Redis URL (redis+socket:// is unix:// for redis-py)."""
-    if broker_url.startswith("redis+socket://"):
-        return "unix://" + broker_url.removeprefix("redis+socket://")
-    if broker_url.startswith(("redis://", "rediss://", "unix://")):
-        return broker_url
-    raise BenchError(f"the bench needs a Redis broker, not {broker_url.split(':', 1)[0]}://")
-
-
-def broker_url_of_redis(redis_url: str) -> str:
-    """kombu's form of a redis-py URL (unix sockets are redis+socket://)."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
-    return redis_url
 
 
 def require_local_redis(url: str) -> None:
@@ -74,28 +59,30 @@ def require_local_database(url: str) -> None:
 
 
 def resolve(data_dir: Path) -> Servers:
-    """ORDERFLEET_* URLs where set, embedded servers under data_dir (started now) otherwise."""
-    settings = load_settings()
-    broker, locks, database = settings.broker_url, settings.redis_url, settings.database_url
-    started = []
-    if broker is None and locks is None:
-        locks, broker = embedded.ensure_redis(data_dir), embedded.broker_url(data_dir)
-        started.append("redis")
-    broker = broker or broker_url_of_redis(locks or "")
-    locks = locks or redis_url_of_broker(broker)
-    if database is None:
-        database = embedded.ensure_postgres(data_dir)
-        started.append("postgres")
-    for url in (broker, locks):
+    """ORDERFLEET_* URLs where set, else embedded servers under data_dir (started now)."""
+    settings = replace(load_settings(), data_dir=data_dir)
+    found = resolve_servers(settings, FLEET, Embedded.START)
+    if found.broker_url is None or found.redis_url is None or found.database_url is None:
+        raise BenchError("the bench needs a broker, a lock Redis and a PostgreSQL server")
+    if locks_url_of_broker(found.broker_url) is None:
+        raise BenchError("the bench needs a Redis broker")
+    for url in (found.broker_url, found.redis_url):
         require_local_redis(url)
-    require_local_database(database)
-    source = {0: "environment", 1: "mixed", 2: "embedded"}[len(started)]
-    return Servers(broker, locks, driver_url(database), data_dir if started else None, source)
+    require_local_database(found.database_url)
+    source = "embedded" if found.embedded_dir else "environment"
+    return Servers(
+        found.broker_url,
+        found.redis_url,
+        driver_url(found.database_url),
+        found.embedded_dir,
+        source,
+    )
 
 
 @contextlib.contextmanager
 def bench_servers(data_dir: Path) -> Iterator[Servers]:
-    """The run's servers; embedded ones started here are stopped at the end."""
+    """The run's servers; embedded ones started here are stopped at the end (or if we die)."""
+    lifeline.guard_data_dir(data_dir)
     servers = None
     try:
         servers = resolve(data_dir)
@@ -103,6 +90,7 @@ def bench_servers(data_dir: Path) -> Iterator[Servers]:
     finally:
         if servers is None or servers.embedded_dir is not None:
             embedded.stop(data_dir)
+        lifeline.release_data_dir(data_dir)
 
 
 def run_id() -> str:
@@ -150,7 +138,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
 
 def truncate_all(engine: Engine) -> None:
     """Empty every orderfleet table (fresh state for the next measurement)."""
-    from models.tables import Base
+    from orderfleet.models.tables import Base
 
     names = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as conn:

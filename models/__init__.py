@@ -1,6 +1,6 @@
 """The pure domain of orderfleet: events, the convergent state, decisions. No I/O here."""
 
-from models.decisions import (
+from orderfleet.models.decisions import (
     Decision,
     EmittedDecision,
     decide,
@@ -8,7 +8,7 @@ from models.decisions import (
     decision_id_for,
     next_decision,
 )
-from models.events import (
+from orderfleet.models.events import (
     EVENT_TYPES,
     SECTIONS,
     CarrierOption,
@@ -22,8 +22,8 @@ from models.events import (
     ShippingCalculated,
     content_of,
 )
-from models.parsing import InvalidEvent, parse_event, raw_text
-from models.state import OrderState, converged_view, project
+from orderfleet.models.parsing import InvalidEvent, parse_event, raw_text
+from orderfleet.models.state import OrderState, converged_view, project
 
 __all__ = [
     "EVENT_TYPES",

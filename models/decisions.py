@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from models.state import OrderState
+    from orderfleet.models.state import OrderState
 
 DECISION_ID_NAMESPACE = uuid.UUID("2d3f6a4e-8b1c-5e9f-a7d2-4c6b8e0f1a3b")
 DEFAULT_ESTIMATED_DAYS = 5

@@ -8,6 +8,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
+from orderfleet.models.wire import (
+    canonical_json,
+    format_decimal,
+    format_instant,
+    to_decimal,
+    to_instant,
+)
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -18,8 +25,6 @@ from pydantic import (
     StrictStr,
 )
 from pydantic.alias_generators import to_camel
-
-from models.wire import canonical_json, format_decimal, format_instant, to_decimal, to_instant
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f0b8c5e-3c1d-5a57-9a8e-0f2d4b7c9e11")
 

@@ -6,15 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from models.events import (
+from orderfleet.models.events import (
     EVENT_TYPES,
     Envelope,
     Event,
     derive_event_id,
 )
-from models.wire import MAX_EVENT_BYTES, WireError, dumps, loads
+from orderfleet.models.wire import MAX_EVENT_BYTES, WireError, dumps, loads
+from pydantic import ValidationError
 
 _PLACEHOLDER_ID = "-"
 

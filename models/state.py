@@ -6,10 +6,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from models.decisions import EmittedDecision, decide, next_decision
-from models.events import (
+from orderfleet.models.decisions import EmittedDecision, decide, next_decision
+from orderfleet.models.events import (
     EVENT_TYPES,
     SECTIONS,
     Envelope,
@@ -20,7 +18,8 @@ from models.events import (
     PaymentProcessed,
     ShippingCalculated,
 )
-from models.wire import format_instant, to_instant
+from orderfleet.models.wire import format_instant, to_instant
+from pydantic import BaseModel, ConfigDict
 
 
 class OrderState(BaseModel):

@@ -1,5 +1,5 @@
-"""Celery tasks of orderfleet and the producer API (`publish`, `publish_many`)."""
+"""Celery tasks of orderfleet (events, decisions, maintenance) and the producer API.
 
-from tasks.producer import PublishReceipt, publish, publish_many
-
-__all__ = ["PublishReceipt", "publish", "publish_many"]
+Importing this package loads nothing: the producer (`orderfleet.tasks.producer`) stays light,
+and the task modules load the apply pipeline only where a worker imports them.
+"""

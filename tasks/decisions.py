@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from worker.app import app
-from worker.runtime import get_runtime
+from orderfleet.worker.app import app
+from orderfleet.worker.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,11 @@ import traceback
 from typing import Any
 
 from celery import Task
-
-from worker import metrics
-from worker.app import app
-from worker.pipeline import Handled, Retryable, dead_letter, handle_event_message
-from worker.retries import backoff_countdown
-from worker.runtime import Runtime, get_runtime
+from orderfleet.worker import metrics
+from orderfleet.worker.app import app
+from orderfleet.worker.pipeline import Handled, Retryable, dead_letter, handle_event_message
+from orderfleet.worker.retries import backoff_countdown
+from orderfleet.worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 _NO_EVENT = object()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from worker.app import app
-from worker.outbox import relay
-from worker.runtime import get_runtime
+from orderfleet.worker.app import app
+from orderfleet.worker.outbox import relay
+from orderfleet.worker.runtime import get_runtime
 
 
 @app.task(name="orderfleet.maintenance.relay_outbox", acks_late=True)

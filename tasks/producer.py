@@ -1,4 +1,8 @@
-"""The producer API: validate first, route by orderId, send. Needs only the broker URL."""
+"""The producer API: validate first, route by orderId, send. Needs only the broker URL.
+
+Light by design: Celery, kombu and pydantic; never the store, metrics or CLI libraries, and
+never an embedded server (no ORDERFLEET_BROKER_URL is a SettingsError naming it).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,11 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.utils.functional import retry_over_time
-
-from models import Envelope, Event, parse_event
-from worker.app import app as default_app
-from worker.pipeline import TASK_FOR_TYPE
-from worker.routing import partition_for, queue_name
-from worker.settings import load_settings
+from orderfleet.models import Envelope, Event, parse_event
+from orderfleet.worker.app import app as default_app
+from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
+from orderfleet.worker.servers import BROKER, Embedded, resolve_servers
+from orderfleet.worker.settings import load_settings
 
 BATCH_SIZE = 1000
 BROKER_ERRORS = (OperationalError, BatchPublishError)
@@ -40,7 +43,7 @@ class PublishReceipt:
 def publish(
     event: Mapping[str, Any] | str | bytes | Envelope, *, app: Celery | None = None
 ) -> PublishReceipt:
-    """Validate (raises models.InvalidEvent before anything is sent), route and send one event."""
+    """Validate (raises InvalidEvent before anything is sent), route and send one event."""
     return publish_many([event], app=app)[0]
 
 
@@ -58,10 +61,12 @@ def publish_many(
     interval_start, interval_step, interval_max; default the app's task_publish_retry_policy,
     as `apply_async` has). `on_retry(exc, retries)` hears of each re-send.
     """
-    app = app or default_app
+    settings = load_settings()
+    if app is None:
+        resolve_servers(settings, [BROKER], Embedded.NEVER)  # raises, naming the variable
+        app = default_app
     parsed = [parse_event(event) for event in events]
-    partitions = load_settings().partitions
-    _ensure_embedded_broker(app)
+    partitions = settings.partitions
     policy = dict(app.conf.task_publish_retry_policy if retry_policy is None else retry_policy)
 
     def errback(exc: Exception, intervals: Iterator[float], retries: int) -> float:
@@ -100,12 +105,3 @@ def _batch(producer: Any) -> AbstractContextManager[Any]:
     """kombu's pipelined publish batch where the transport has one."""
     batch = getattr(producer, "batch", None)
     return batch(max_size=BATCH_SIZE) if batch is not None else nullcontext()
-
-
-def _ensure_embedded_broker(app: Celery) -> None:
-    """With no broker URL set, the embedded Redis must be running before we send."""
-    settings = load_settings()
-    if settings.broker_url is None:
-        from worker import embedded
-
-        embedded.ensure_redis(settings.data_dir)

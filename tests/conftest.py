@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from orderfleet.worker.db import driver_url, make_engine, session_factory, upgrade
+from orderfleet.worker.lifeline import lifeline
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from worker.db import driver_url, make_engine, session_factory, upgrade
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUN_ID = uuid.uuid4().hex[:10]
@@ -40,19 +40,23 @@ def tmp_path() -> Iterator[Path]:
     resets its base directory to mode 0700 whenever another pytest session starts.
     """
     path = Path(tempfile.mkdtemp(prefix=f"orderfleet-test-{RUN_ID}-"))
+    lifeline.guard_data_dir(path)  # a test's embedded servers end with the run, however it ends
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    lifeline.release_data_dir(path)
 
 
 @pytest.fixture(scope="session")
 def embedded_dir() -> Iterator[Path]:
     """A data dir for embedded servers, stopped at the end of the run."""
     path = Path(tempfile.mkdtemp(prefix=f"orderfleet-embedded-{RUN_ID}-"))
+    lifeline.guard_data_dir(path)
     yield path
-    from worker import embedded
+    from orderfleet.worker import embedded
 
     embedded.stop(path)
     shutil.rmtree(path, ignore_errors=True)
+    lifeline.release_data_dir(path)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +65,7 @@ def server_database_url(request: pytest.FixtureRequest) -> str:
     if url:
         return driver_url(url)
     try:
-        from worker import embedded
+        from orderfleet.worker import embedded
 
         return embedded.ensure_postgres(request.getfixturevalue("embedded_dir"))
     except Exception as exc:
@@ -114,7 +118,7 @@ def redis_server_url(request: pytest.FixtureRequest) -> str:
     url = os.environ.get("ORDERFLEET_TEST_REDIS_URL")
     if not url:
         try:
-            from worker import embedded
+            from orderfleet.worker import embedded
 
             url = embedded.ensure_redis(request.getfixturevalue("embedded_dir"))
         except Exception as exc:

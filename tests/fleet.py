@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from orderfleet.models.tables import DeadLetterRow, EventRow
+from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.processes import FleetProcess
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-
-from models.tables import DeadLetterRow, EventRow
-from worker.processes import FleetProcess
 
 T0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
 
@@ -75,8 +75,8 @@ class Fleet:
         path = self.log_dir / f"{name}.jsonl"
         path.write_text("".join(json.dumps(e) + "\n" for e in events))
         log = (self.log_dir / f"{name}.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "publish", str(path)],
+        return guarded_popen(
+            [sys.executable, "-m", "orderfleet.worker", "publish", str(path)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+from orderfleet.worker.cli import cli
+from orderfleet.worker.routing import covers_exactly_once, parse_partitions, partitions_of_member
 from typer.testing import CliRunner
-
-from worker.cli import cli
-from worker.routing import covers_exactly_once, parse_partitions, partitions_of_member
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -1,5 +1,5 @@
-"""`python -m worker ...` is the `orderfleet` command."""
+"""`python -m orderfleet.worker ...` is the `orderfleet` command."""
 
-from worker.cli import main
+from orderfleet.worker.cli import main
 
 main()

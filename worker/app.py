@@ -1,51 +1,19 @@
-"""The Celery application. Creating it connects to nothing."""
+"""The Celery application. Creating it connects to nothing and loads only Celery.
+
+Producers use it as it is; a worker or beat also imports the modules of `include`, and with
+them `orderfleet.worker.startup` (its start-up checks, metrics and ready file).
+"""
 
 from __future__ import annotations
 
-import os
-import sys
+from celery import Celery
 
-from celery import Celery, bootsteps, signals
-
-from worker import metrics
-from worker.db import SchemaBehind
-from worker.retries import check_visibility
-from worker.runtime import get_runtime, reset_runtime
-from worker.settings import SettingsError
-
-TASK_MODULES = ["tasks.events", "tasks.decisions", "tasks.maintenance"]
+TASK_MODULES = [
+    "orderfleet.tasks.events",
+    "orderfleet.tasks.decisions",
+    "orderfleet.tasks.maintenance",
+    "orderfleet.worker.startup",
+]
 
 app = Celery("orderfleet", include=TASK_MODULES)
-app.config_from_object("celeryconfig")
-
-
-class StartupCheck(bootsteps.Step):
-    """A worker refuses to start on a bad configuration or a schema that is behind."""
-
-    def __init__(self, parent: object, **kwargs: object) -> None:
-        runtime = get_runtime()
-        try:
-            check_visibility(runtime.settings)
-            runtime.check_schema()
-        except (SettingsError, SchemaBehind) as exc:
-            print(f"orderfleet: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from exc
-        metrics.serve(runtime.settings.metrics_port)
-        super().__init__(parent, **kwargs)
-
-
-app.steps["worker"].add(StartupCheck)
-
-
-@signals.worker_process_init.connect
-def _fresh_runtime_after_fork(**_: object) -> None:
-    reset_runtime()
-
-
-@signals.worker_ready.connect
-@signals.beat_init.connect
-def _announce_ready(**_: object) -> None:
-    """Touch ORDERFLEET_READY_FILE so a supervisor knows this process is up."""
-    path = get_runtime().settings.ready_file
-    if path is not None:
-        path.write_text(str(os.getpid()))
+app.config_from_object("orderfleet.celeryconfig")

@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orderfleet.models import (
+    Event,
+    InvalidEvent,
+    OrderState,
+    converged_view,
+    decide,
+    parse_event,
+    project,
+)
+from orderfleet.models.decisions import verdict_of
+from orderfleet.worker.service import divergence
+from orderfleet.worker.store import OrderRepository
 from sqlalchemy.orm import Session, sessionmaker
-
-from models import Event, InvalidEvent, OrderState, converged_view, decide, parse_event, project
-from models.decisions import verdict_of
-from worker.service import divergence
-from worker.store import OrderRepository
 
 PAGE = 500
 SHOWN = 160  # characters of a value shown per differing field

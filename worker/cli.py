@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-
-from worker.settings import Settings, SettingsError, load_settings
+from orderfleet.worker.servers import BROKER, DATABASE, FLEET, Embedded, Servers, resolve_servers
+from orderfleet.worker.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from celery import Celery
+    from orderfleet.worker.runtime import Runtime
+    from orderfleet.worker.simulate import SimulationReport
     from rich.table import Table
-
-    from worker.runtime import Runtime
-    from worker.simulate import SimulationReport
 
 cli = typer.Typer(
     name="orderfleet",
@@ -42,24 +42,26 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def ensure_servers() -> None:
-    """Start the embedded Redis / PostgreSQL for every URL that is not set."""
-    settings = load_settings()
-    from worker import embedded
-
-    broker = settings.broker_url
-    locks_on_broker = settings.redis_url is None and (broker or "").startswith("redis")
-    if broker is None or (settings.redis_url is None and not locks_on_broker):
-        embedded.ensure_redis(settings.data_dir)
-    if settings.database_url is None:
-        embedded.ensure_postgres(settings.data_dir)
+def use_servers(needs: Collection[str], embedded: Embedded) -> Servers:
+    """The servers of this command (worker/servers.py's rule), exported for Celery and runtime."""
+    try:
+        servers = resolve_servers(load_settings(), needs, embedded).export()
+    except SettingsError as exc:
+        fail(str(exc))
+    if servers.embedded_dir is not None and embedded is Embedded.START:
+        typer.secho(
+            f"orderfleet: no ORDERFLEET_* server URLs are set: using the embedded servers of "
+            f"{servers.embedded_dir} (ORDERFLEET_DATA_DIR)",
+            err=True,
+        )
+    return servers
 
 
 def worker_queues(
     partitions: str | None, index: int | None, of: int | None, decisions: bool
 ) -> tuple[list[str], str]:
     """The queues a worker consumes and a name for it, from exactly one way of choosing."""
-    from worker import routing
+    from orderfleet.worker import routing
 
     total = load_settings().partitions
     chosen = [partitions is not None, index is not None or of is not None, decisions]
@@ -88,13 +90,13 @@ def worker(
     try:
         queues, name = worker_queues(partitions, index, of, decisions)
         settings = load_settings()
-        from worker.retries import check_visibility
+        from orderfleet.worker.retries import check_visibility
 
         check_visibility(settings)
     except (ValueError, SettingsError) as exc:
         fail(str(exc))
-    ensure_servers()
-    from worker.app import app
+    use_servers(FLEET, Embedded.START)
+    from orderfleet.worker.app import app
 
     argv = [
         "worker",
@@ -121,8 +123,8 @@ def _pid() -> int:
 def beat(loglevel: str = typer.Option(None, help="Log level.")) -> None:
     """Run Celery beat (the periodic outbox relay)."""
     settings = load_settings()
-    ensure_servers()
-    from worker.app import app
+    use_servers([BROKER], Embedded.START)
+    from orderfleet.worker.app import app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir / "celerybeat-schedule"
@@ -132,9 +134,9 @@ def beat(loglevel: str = typer.Option(None, help="Log level.")) -> None:
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to the database."""
-    ensure_servers()
-    from worker.db import upgrade
-    from worker.runtime import get_runtime
+    use_servers([DATABASE], Embedded.START)
+    from orderfleet.worker.db import upgrade
+    from orderfleet.worker.runtime import get_runtime
 
     revision = upgrade(get_runtime().engine)
     typer.echo(f"database schema at revision {revision}")
@@ -146,8 +148,8 @@ def publish(
     batch: int = typer.Option(1000, help="Events validated and sent per pipelined batch."),
 ) -> None:
     """Validate and publish events from a JSON Lines file (all are checked before any is sent)."""
-    from models import InvalidEvent, parse_event
-    from tasks import publish_many
+    from orderfleet import publish_many
+    from orderfleet.models import InvalidEvent, parse_event
 
     lines = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
     events = []
@@ -157,6 +159,7 @@ def publish(
                 events.append(parse_event(line))
             except InvalidEvent as exc:
                 fail(f"line {number}: {exc}")
+    use_servers([BROKER], Embedded.ATTACH)
     for start in range(0, len(events), batch):
         publish_many(events[start : start + batch])
     typer.echo(f"published {len(events)} events")
@@ -168,7 +171,7 @@ def demo(
     keep_running: bool = typer.Option(False, help="Leave the fleet running afterwards."),
 ) -> None:
     """Run the fleet on embedded servers with simulated out-of-order traffic, then summarise."""
-    from worker.demo import run_demo
+    from orderfleet.worker.demo import run_demo
 
     raise typer.Exit(run_demo(orders=orders, keep_running=keep_running))
 
@@ -198,7 +201,7 @@ def simulate(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Publish a seeded, out-of-order, duplicated workload at a bounded rate; exit 1 on errors."""
-    from worker.simulate import SimulateOptions, run_simulation
+    from orderfleet.worker.simulate import SimulateOptions, run_simulation
 
     options = SimulateOptions(
         orders, rate, producers, duplicate_rate, invalid_rate, late_rate, late_delay, seed, prefix
@@ -207,7 +210,7 @@ def simulate(
         options.check()
     except ValueError as exc:
         fail(str(exc))
-    ensure_broker(load_settings())
+    use_servers([BROKER], Embedded.ATTACH)
     report = run_simulation(options, out)
     if json_output:
         print_json(report.to_json())
@@ -241,7 +244,7 @@ def check(
     path: Path = typer.Argument(..., help="JSON Lines of published events (simulate --out)."),
 ) -> None:
     """Compare every order of FILE in the store with its published events; exit 1 if any differ."""
-    from worker.check import BadEventFile, check_orders, load_events
+    from orderfleet.worker.check import BadEventFile, check_orders, load_events
 
     try:
         published = load_events(path)
@@ -267,7 +270,7 @@ def check(
 @cli.command()
 def stop() -> None:
     """Stop the embedded Redis and PostgreSQL of this data directory."""
-    from worker import embedded
+    from orderfleet.worker import embedded
 
     stopped = embedded.stop(load_settings().data_dir)
     typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
@@ -276,12 +279,15 @@ def stop() -> None:
 # Operations: shared helpers
 
 
-def checked_runtime() -> Runtime:
-    """The runtime, refusing (exit 2) when the database is unreachable or its schema behind."""
-    from sqlalchemy.exc import OperationalError
+def checked_runtime(needs: Collection[str] = (DATABASE,)) -> Runtime:
+    """The runtime, refusing (exit 2) when the database is unreachable or its schema behind.
 
-    from worker.db import SchemaBehind
-    from worker.runtime import get_runtime
+    It uses configured servers, or embedded ones that already run: it starts none.
+    """
+    use_servers(needs, Embedded.ATTACH)
+    from orderfleet.worker.db import SchemaBehind
+    from orderfleet.worker.runtime import get_runtime
+    from sqlalchemy.exc import OperationalError
 
     runtime = get_runtime()
     try:
@@ -293,17 +299,9 @@ def checked_runtime() -> Runtime:
     return runtime
 
 
-def ensure_broker(settings: Settings) -> None:
-    """Start the embedded Redis when no broker URL is set (the producer does the same)."""
-    if settings.broker_url is None:
-        from worker import embedded
-
-        embedded.ensure_redis(settings.data_dir)
-
-
 def celery_app() -> Celery:
     """The fleet's Celery app, configured from the ORDERFLEET_* settings."""
-    from worker.app import app
+    from orderfleet.worker.app import app
 
     return app
 
@@ -360,7 +358,7 @@ def order_show(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Show an order's document (DESIGN.md section 3); exit 1 when there is no such order."""
-    from worker import ops
+    from orderfleet.worker import ops
 
     document = ops.order_document(checked_runtime().sessions, order_id)
     if document is None:
@@ -395,7 +393,7 @@ def orders_list(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List orders in id order, by status and/or stalled."""
-    from worker import ops
+    from orderfleet.worker import ops
 
     runtime = checked_runtime()
     cutoff = ops.stalled_cutoff(runtime.settings, runtime.now()) if stalled else None
@@ -415,8 +413,8 @@ def orders_export(
     page_size: int = typer.Option(500, min=1, help="Orders read per keyset page."),
 ) -> None:
     """Print every order document as JSON Lines, streamed a page at a time."""
-    from models.wire import dumps
-    from worker import ops
+    from orderfleet.models.wire import dumps
+    from orderfleet.worker import ops
 
     for document in ops.export_orders(checked_runtime().sessions, page_size):
         typer.echo(dumps(document))
@@ -432,7 +430,7 @@ def dlq_list(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List dead letters, oldest first (without their raw messages)."""
-    from worker import ops
+    from orderfleet.worker import ops
 
     letters = ops.list_dead_letters(checked_runtime().sessions, reason, limit)
     if json_output:
@@ -451,7 +449,7 @@ def dlq_show(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Show one dead letter with its raw message; exit 1 when there is no such dead letter."""
-    from worker import ops
+    from orderfleet.worker import ops
 
     letter = ops.dead_letter(checked_runtime().sessions, letter_id)
     if letter is None:
@@ -479,8 +477,7 @@ def dlq_replay(
     if event is not None and letter_id is None:
         fail("--event goes with a single dead letter ID")
     fixed = None if event is None else read_event(event)
-    runtime = checked_runtime()
-    ensure_broker(runtime.settings)
+    runtime = checked_runtime((DATABASE, BROKER))
     if letter_id is not None:
         replay_one(runtime, letter_id, fixed)
     elif reason is not None:
@@ -500,9 +497,8 @@ def read_event(path: str) -> str:
 def replay_one(runtime: Runtime, letter_id: int, fixed: str | None) -> None:
     """Replay one dead letter, or exit 1 when it is missing or still invalid."""
     from kombu.exceptions import OperationalError as BrokerError
-
-    from models import InvalidEvent
-    from worker import ops
+    from orderfleet.models import InvalidEvent
+    from orderfleet.worker import ops
 
     try:
         sent = ops.replay_dead_letter(celery_app(), runtime, letter_id, fixed)
@@ -521,8 +517,7 @@ def replay_one(runtime: Runtime, letter_id: int, fixed: str | None) -> None:
 def replay_all(runtime: Runtime, reason: str) -> None:
     """Replay every unreplayed dead letter of a reason; exit 1 when some are still invalid."""
     from kombu.exceptions import OperationalError as BrokerError
-
-    from worker import ops
+    from orderfleet.worker import ops
 
     try:
         replayed, refused = ops.replay_reason(celery_app(), runtime, reason)
@@ -545,8 +540,8 @@ def dlq_purge(
     reason: str | None = typer.Option(None, help="Only dead letters of this reason."),
 ) -> None:
     """Delete old dead letters and print how many."""
-    from models.wire import WireError, to_instant
-    from worker import ops
+    from orderfleet.models.wire import WireError, to_instant
+    from orderfleet.worker import ops
 
     try:
         cutoff = to_instant(before)
@@ -562,7 +557,7 @@ def dlq_purge(
 @cli.command()
 def verify(json_output: bool = JSON_OPTION) -> None:
     """Compare every stored order with its event log; exit 1 when any diverges."""
-    from worker.service import verify as divergent_orders
+    from orderfleet.worker.service import verify as divergent_orders
 
     found = list(divergent_orders(checked_runtime().sessions))
     rows = [{"orderId": d.order_id, "fields": list(d.fields)} for d in found]
@@ -580,7 +575,7 @@ def rebuild(
     order_id: str | None = typer.Argument(None, help="The order to rebuild (default: all)."),
 ) -> None:
     """Recompute orders from their event logs; corrections go out through the outbox relay."""
-    from worker import ops
+    from orderfleet.worker import ops
 
     runtime = checked_runtime()
     if order_id is not None:
@@ -603,11 +598,10 @@ def partitions(
 ) -> None:
     """Depth and consumers of every partition queue and the decisions/maintenance queues."""
     import redis
+    from orderfleet.worker import ops
 
-    from worker import ops
-
+    use_servers([BROKER], Embedded.ATTACH)
     settings = load_settings()
-    ensure_broker(settings)
     try:
         client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
     except ValueError as exc:
@@ -636,7 +630,7 @@ def flower(
     ),
 ) -> None:
     """Run Flower with basic auth from ORDERFLEET_FLOWER_AUTH (user:password)."""
-    from worker import ops
+    from orderfleet.worker import ops
 
     settings = load_settings()
     auth = None
@@ -645,7 +639,7 @@ def flower(
             auth = ops.flower_auth(settings)
         except ValueError as exc:
             fail(str(exc))
-    ensure_servers()
+    use_servers([BROKER], Embedded.ATTACH)
     argv = ops.flower_argv(settings.flower_port if port is None else port, auth)
     raise typer.Exit(celery_app().start(argv) or 0)
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from celery import signals
 from celery.worker.consumer import Consumer
-
-from worker.runtime import get_runtime
+from orderfleet.worker.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def dead_letter_internal_error(
     sender: Any = None, args: Any = None, kwargs: Any = None, exception: Any = None, **_: Any
 ) -> None:
     """Celery failed outside the task body (e.g. kwargs not a mapping): record the message."""
-    from worker.pipeline import dead_letter
+    from orderfleet.worker.pipeline import dead_letter
 
     name = getattr(sender, "name", None)
     error = f"malformed task message: {type(exception).__name__}: {exception}"
@@ -72,7 +71,7 @@ def dead_letter_internal_error(
 
 def _record(message: Any, reason: str, error: str) -> bool:
     """Write the dead letter; on failure put the message back for a later try."""
-    from worker.pipeline import dead_letter
+    from orderfleet.worker.pipeline import dead_letter
 
     try:
         dead_letter(get_runtime(), reason, error, _raw_body(message), _task_name(message))

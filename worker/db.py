@@ -9,10 +9,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from orderfleet.models.wire import dumps
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
-
-from models.wire import dumps
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -20,16 +20,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orderfleet.models.tables import (
+    DeadLetterRow,
+    DecisionDeliveryRow,
+    EventRow,
+    OrderRow,
+    OutboxRow,
+)
+from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.processes import FleetProcess
+from orderfleet.worker.servers import FLEET as FLEET_SERVERS
+from orderfleet.worker.servers import Embedded, resolve_servers
+from orderfleet.worker.settings import Settings, SettingsError, load_settings
+from orderfleet.worker.workload import Workload, generate
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-
-from models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OrderRow, OutboxRow
-from worker.processes import FleetProcess
-from worker.settings import Settings, load_settings
-from worker.workload import Workload, generate
 
 FLEET = (
     ("worker-0", ["worker", "--index", "0", "--of", "2"]),
@@ -106,6 +114,9 @@ def run_demo(orders: int, keep_running: bool) -> int:
         except KeyboardInterrupt:
             console.print("interrupted: shutting down", style="yellow")
             return 130
+        except SettingsError as exc:
+            console.print(f"orderfleet: {exc}", style="red", markup=False)
+            return 2
         except Exception as exc:
             console.print(
                 f"orderfleet demo failed: {type(exc).__name__}: {exc}", style="red", markup=False
@@ -113,11 +124,13 @@ def run_demo(orders: int, keep_running: bool) -> int:
             return 1
         finally:
             if leave_running:
+                _hand_over(fleet, servers)
                 _print_still_running(console, settings, fleet, servers)
             else:
                 _stop_fleet(fleet)
                 _close_clients()
                 servers.stop(console)
+                lifeline.release_data_dir(servers.data_dir)
 
 
 @contextlib.contextmanager
@@ -147,28 +160,22 @@ class Servers:
 
     @classmethod
     def plan(cls, settings: Settings) -> Servers:
-        """Which embedded servers no ORDERFLEET_* URL replaces (the CLI's rule)."""
-        from worker import embedded
+        """Embedded servers when no ORDERFLEET_* URL is set (worker/servers.py's rule)."""
+        from orderfleet.worker import embedded
 
         data_dir = settings.data_dir.expanduser().resolve()
-        broker = settings.broker_url or ""
-        on_broker = settings.redis_url is None and broker.startswith(("redis://", "rediss://"))
-        needed = {
-            "redis": not broker or (settings.redis_url is None and not on_broker),
-            "postgres": settings.database_url is None,
-        }
+        configured = settings.broker_url or settings.redis_url or settings.database_url
+        needed = {"redis": not configured, "postgres": not configured}
         return cls(data_dir, needed, embedded.status(data_dir))
 
     def start(self, console: Console) -> None:
-        """Start the needed embedded servers, then apply the migrations."""
-        from worker import embedded
-        from worker.db import upgrade
-        from worker.runtime import get_runtime
+        """Resolve (starting the embedded servers if chosen), export the URLs, migrate."""
+        from orderfleet.worker.db import upgrade
+        from orderfleet.worker.runtime import get_runtime
 
-        if self.needed["redis"]:
-            embedded.ensure_redis(self.data_dir)
-        if self.needed["postgres"]:
-            embedded.ensure_postgres(self.data_dir)
+        if not all(self.ran_before.values()):
+            lifeline.guard_data_dir(self.data_dir)  # what the demo starts ends with it
+        resolve_servers(load_settings(), FLEET_SERVERS, Embedded.START).export()
         for name, need in self.needed.items():
             console.print(f"{name}: {self._origin(name, need)}", markup=False)
         console.print(f"database schema at revision {upgrade(get_runtime().engine)}")
@@ -181,7 +188,7 @@ class Servers:
 
     def stop(self, console: Console) -> None:
         """Stop the embedded servers, unless one ran before the demo (someone else's)."""
-        from worker import embedded
+        from orderfleet.worker import embedded
 
         running = {name for name, up in embedded.status(self.data_dir).items() if up}
         ours = {name for name in running if self.needed[name] and not self.ran_before[name]}
@@ -221,10 +228,17 @@ def _stop_fleet(fleet: Sequence[FleetProcess], timeout: float = 30.0) -> None:
         process.kill()
 
 
+def _hand_over(fleet: Sequence[FleetProcess], servers: Servers) -> None:
+    """--keep-running: the fleet and the embedded servers outlive the demo."""
+    for process in fleet:
+        process.hand_over()
+    lifeline.release_data_dir(servers.data_dir)
+
+
 def _close_clients() -> None:
     """Close this process's broker, Redis and database connections."""
-    from worker.app import app
-    from worker.runtime import reset_runtime
+    from orderfleet.worker.app import app
+    from orderfleet.worker.runtime import reset_runtime
 
     with contextlib.suppress(Exception):
         app.close()
@@ -252,8 +266,8 @@ def _print_still_running(
 
 def _run(settings: Settings, orders: int, console: Console) -> Report:
     """Publish a workload, wait until every message ended, gather the report."""
-    from worker.metrics import fleet_stats
-    from worker.runtime import get_runtime
+    from orderfleet.worker.metrics import fleet_stats
+    from orderfleet.worker.runtime import get_runtime
 
     runtime = get_runtime()
     prefix = f"demo-{uuid.uuid4().hex[:8]}-"
@@ -305,7 +319,7 @@ def _progress(console: Console) -> Progress:
 
 def _publish(workload: Workload, progress: Progress) -> dict[str, datetime]:
     """Send every delivery in arrival order; when each event id was first sent (UTC)."""
-    from tasks import publish_many
+    from orderfleet import publish_many
 
     invalid_ids = {wire["eventId"] for wire in workload.invalid}
     task = progress.add_task("publish", total=len(workload.deliveries), detail="")
@@ -325,8 +339,8 @@ def _publish(workload: Workload, progress: Progress) -> dict[str, datetime]:
 
 def _send_invalid(wire: dict[str, Any]) -> None:
     """Send a broken event as a careless producer would: by task name, unvalidated."""
-    from worker.app import app
-    from worker.pipeline import TASK_FOR_TYPE
+    from orderfleet.worker.app import app
+    from orderfleet.worker.routing import TASK_FOR_TYPE
 
     name = TASK_FOR_TYPE.get(wire.get("eventType"), TASK_FOR_TYPE["OrderCreated"])
     app.send_task(name, kwargs={"event": wire})
@@ -440,8 +454,8 @@ def _gather(
 
 def _verify(sessions: sessionmaker[Session], order_ids: list[str], report: Report) -> None:
     """DESIGN.md's verify, for this run's orders: each stored state equals its log's projection."""
-    from worker.service import divergence, events_from_log
-    from worker.store import EventLog, OrderRepository
+    from orderfleet.worker.service import divergence, events_from_log
+    from orderfleet.worker.store import EventLog, OrderRepository
 
     for start in range(0, len(order_ids), 500):
         page = order_ids[start : start + 500]

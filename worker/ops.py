@@ -14,18 +14,17 @@ from typing import Any
 import redis
 from celery import Celery
 from kombu.transport.redis import PRIORITY_STEPS, Channel
+from orderfleet.models import InvalidEvent, OrderState, parse_event
+from orderfleet.models.tables import DeadLetterRow, OrderRow
+from orderfleet.models.wire import format_instant, loads
+from orderfleet.worker.routing import TASK_FOR_TYPE, all_queues, queue_for
+from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.servers import locks_url_of_broker
+from orderfleet.worker.service import rebuild
+from orderfleet.worker.settings import Settings, env_name
+from orderfleet.worker.store import VersionConflict, stream_orders
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
-
-from models import InvalidEvent, OrderState, parse_event
-from models.tables import DeadLetterRow, OrderRow
-from models.wire import format_instant, loads
-from worker.pipeline import TASK_FOR_TYPE
-from worker.routing import all_queues, queue_for
-from worker.runtime import Runtime
-from worker.service import rebuild
-from worker.settings import Settings, env_name
-from worker.store import VersionConflict, stream_orders
 
 ACTIVE_STATUSES = ("pending", "processing")
 REBUILD_ATTEMPTS = 3
@@ -256,15 +255,12 @@ def purge_dead_letters(
 
 def broker_redis_url(settings: Settings) -> str:
     """A redis-py URL of the broker (kombu's redis+socket:// is redis-py's unix://)."""
-    url = settings.broker_url
+    url = locks_url_of_broker(settings.broker_url)
     if url is None:
-        from worker import embedded
-
-        url = embedded.broker_url(settings.data_dir)
-    if url.startswith("redis+socket://"):
-        return "unix://" + url.removeprefix("redis+socket://")
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{env_name('broker_url')}={url!r}: queue depths need a Redis broker")
+        raise ValueError(
+            f"{env_name('broker_url')} is {str(settings.broker_url).split(':', 1)[0]}://: "
+            "queue depths need a Redis broker"
+        )
     return url
 
 

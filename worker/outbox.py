@@ -8,13 +8,12 @@ from datetime import datetime, timedelta
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
+from orderfleet.models import EmittedDecision
+from orderfleet.models.tables import OutboxRow
+from orderfleet.worker.routing import DECISIONS_QUEUE
+from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.store import decision_payload
 from sqlalchemy import update
-
-from models import EmittedDecision
-from models.tables import OutboxRow
-from worker.routing import DECISIONS_QUEUE
-from worker.runtime import Runtime
-from worker.store import decision_payload
 
 log = logging.getLogger(__name__)
 

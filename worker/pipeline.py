@@ -14,25 +14,17 @@ from typing import Any
 
 import redis
 from celery import Celery
+from orderfleet.models import Event, InvalidEvent, parse_event, raw_text
+from orderfleet.worker.locks import LockNotAcquired, order_lock
+from orderfleet.worker.outbox import publish_after_commit
+from orderfleet.worker.routing import TASK_FOR_TYPE, event_order_id
+from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.service import ApplyOutcome, apply_event
+from orderfleet.worker.store import DeadLetter, VersionConflict
 from sqlalchemy.exc import DBAPIError
-
-from models import Event, InvalidEvent, parse_event, raw_text
-from worker.locks import LockNotAcquired, order_lock
-from worker.outbox import publish_after_commit
-from worker.routing import event_order_id
-from worker.runtime import Runtime
-from worker.service import ApplyOutcome, apply_event
-from worker.store import DeadLetter, VersionConflict
 
 log = logging.getLogger(__name__)
 
-TASK_FOR_TYPE = {
-    "OrderCreated": "orderfleet.events.order_created",
-    "InventoryReserved": "orderfleet.events.inventory_reserved",
-    "PaymentProcessed": "orderfleet.events.payment_processed",
-    "ShippingCalculated": "orderfleet.events.shipping_calculated",
-    "LoyaltyPointsUpdated": "orderfleet.events.loyalty_points_updated",
-}
 TRANSIENT = (VersionConflict, LockNotAcquired, redis.ConnectionError, redis.TimeoutError)
 
 

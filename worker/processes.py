@@ -1,4 +1,7 @@
-"""Fleet processes (workers, beat) as supervised subprocesses, for the demo and the tests."""
+"""Fleet processes (workers, beat) as supervised subprocesses, for the demo and the tests.
+
+Each runs in a process group of its own and dies with its starter (worker/lifeline.py).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ORDERFLEET_COMMAND = (sys.executable, "-m", "worker")
+from orderfleet.worker.lifeline import lifeline
+
+ORDERFLEET_COMMAND = (sys.executable, "-m", "orderfleet.worker")
 
 
 class FleetProcess:
@@ -46,7 +51,12 @@ class FleetProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        lifeline.guard_group(self.process.pid)  # ends with us, even if we are SIGKILLed
         return self
+
+    def hand_over(self) -> None:
+        """Let this process outlive its starter (demo --keep-running)."""
+        lifeline.release_group(self.pid)
 
     @property
     def pid(self) -> int:
@@ -74,28 +84,42 @@ class FleetProcess:
         """Wait for the process to end; kill it and raise after timeout seconds."""
         assert self.process is not None, f"{self.name} was never started"
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise RuntimeError(
                 f"{self.name} did not finish in {timeout:.0f} s:\n{self.log_text()[-3000:]}"
             ) from None
+        self._release()
+        return code
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Warm shutdown (SIGTERM: finish or re-queue the message in hand), then SIGKILL."""
         if not self.alive():
+            self._release()
             return None if self.process is None else self.process.returncode
         self._signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)  # type: ignore[union-attr]
+            code = self.process.wait(timeout)  # type: ignore[union-attr]
         except subprocess.TimeoutExpired:
             return self.kill()
+        self._release()
+        return code
 
     def kill(self) -> int | None:
         """SIGKILL the whole process group, as a crash would."""
         if self.alive():
             self._signal(signal.SIGKILL)
-        return None if self.process is None else self.process.wait(10)
+        if self.process is None:
+            return None
+        code = self.process.wait(10)
+        self._release()
+        return code
+
+    def _release(self) -> None:
+        """It ended: the watchdog must not signal its (reusable) group id later."""
+        if self.process is not None:
+            lifeline.release_group(self.process.pid)
 
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):

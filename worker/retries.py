@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from worker.settings import Settings, SettingsError, env_name
+from orderfleet.worker.settings import Settings, SettingsError, env_name
 
 
 def backoff_countdown(retries: int, settings: Settings, rng: random.Random | None = None) -> float:

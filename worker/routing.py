@@ -18,6 +18,14 @@ DECISIONS_QUEUE = "orderfleet.decisions"
 MAINTENANCE_QUEUE = "orderfleet.maintenance"
 _MASK = (1 << 64) - 1
 
+TASK_FOR_TYPE = {  # eventType -> the event task that applies it
+    "OrderCreated": "orderfleet.events.order_created",
+    "InventoryReserved": "orderfleet.events.inventory_reserved",
+    "PaymentProcessed": "orderfleet.events.payment_processed",
+    "ShippingCalculated": "orderfleet.events.shipping_calculated",
+    "LoyaltyPointsUpdated": "orderfleet.events.loyalty_points_updated",
+}
+
 
 def order_key(order_id: str) -> int:
     """The 64-bit digest of an order id: SHA-256 of its UTF-8, first 8 bytes, big-endian."""
@@ -48,7 +56,7 @@ def queue_name(partition: int) -> str:
 def queue_for(order_id: str, partitions: int | None = None) -> str:
     """The Celery queue an order's events go to (P from ORDERFLEET_PARTITIONS by default)."""
     if partitions is None:
-        from worker.settings import load_settings
+        from orderfleet.worker.settings import load_settings
 
         partitions = load_settings().partitions
     return queue_name(partition_for(order_id, partitions))
@@ -81,7 +89,7 @@ def partitions_of_member(index: int, members: int, partitions: int) -> list[int]
 def event_order_id(event: Any) -> str | None:
     """The orderId of an event in any form a producer sends (dict, JSON text, model)."""
     if isinstance(event, str | bytes):
-        from models.wire import loads
+        from orderfleet.models.wire import loads
 
         try:
             event = loads(event)

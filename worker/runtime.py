@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from functools import cached_property
 
 import redis
+from orderfleet.worker.db import check_schema, make_engine, session_factory
+from orderfleet.worker.servers import DATABASE, LOCKS, Embedded, resolve_servers
+from orderfleet.worker.settings import Settings, load_settings
+from orderfleet.worker.store import UnitOfWork
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
-
-from worker.db import check_schema, make_engine, session_factory
-from worker.settings import Settings, load_settings
-from worker.store import UnitOfWork
 
 
 class Runtime:
@@ -23,22 +23,12 @@ class Runtime:
 
     @cached_property
     def database_url(self) -> str:
-        if self.settings.database_url:
-            return self.settings.database_url
-        from worker import embedded
-
-        return embedded.ensure_postgres(self.settings.data_dir)
+        # Configured servers only: an entry point that may use embedded ones exported their URLs.
+        return resolve_servers(self.settings, [DATABASE], Embedded.NEVER).database_url or ""
 
     @cached_property
     def redis_url(self) -> str:
-        if self.settings.redis_url:
-            return self.settings.redis_url
-        broker = self.settings.broker_url or ""
-        if broker.startswith(("redis://", "rediss://")):
-            return broker
-        from worker import embedded
-
-        return embedded.ensure_redis(self.settings.data_dir)
+        return resolve_servers(self.settings, [LOCKS], Embedded.NEVER).redis_url or ""
 
     @cached_property
     def engine(self) -> Engine:

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from models import (
+from orderfleet.models import (
     EmittedDecision,
     Event,
     OrderState,
@@ -20,8 +18,9 @@ from models import (
     parse_event,
     project,
 )
-from models.wire import dumps, loads
-from worker.store import DeadLetter, EventLog, UnitOfWork, content_hash, stream_orders
+from orderfleet.models.wire import dumps, loads
+from orderfleet.worker.store import DeadLetter, EventLog, UnitOfWork, content_hash, stream_orders
+from sqlalchemy.orm import Session, sessionmaker
 
 Status = Literal["applied", "duplicate", "dead_lettered"]
 

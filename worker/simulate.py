@@ -24,7 +24,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from worker.workload import Workload, generate
+from orderfleet.worker.workload import Workload, generate
 
 Wire = dict[str, Any]
 
@@ -179,7 +179,7 @@ def _in_processes(parts: list[list[Send]], rate: float, late_delay: float) -> li
 
 def _warm_up(barrier: Any) -> None:
     """Import the producer API, then wait for the other producers (a fair common start)."""
-    import tasks  # noqa: F401
+    import orderfleet.tasks.producer  # noqa: F401
 
     barrier.wait(timeout=STARTUP_TIMEOUT)
 
@@ -210,7 +210,7 @@ def _merge(
 
 def _published_distinct(distinct: list[Wire], published: set[str]) -> list[Wire]:
     """The distinct events whose (possibly derived) eventId was published."""
-    from models import parse_event
+    from orderfleet.models import parse_event
 
     return [wire for wire in distinct if parse_event(wire).event_id in published]
 
@@ -331,7 +331,7 @@ def _step(queue: _Queue, pacer: Pacer, report: ProducerReport) -> None:
 
 def _send_batch(batch: list[Send], report: ProducerReport) -> None:
     """Valid events through publish_many, invalid ones by task name."""
-    from tasks import publish_many
+    from orderfleet import publish_many
 
     def retried(exc: Exception, attempt: int) -> None:
         report.publish_retries += 1
@@ -351,9 +351,8 @@ def _send_invalid(wire: Wire, report: ProducerReport) -> None:
     """Send a broken event by task name, unvalidated; retried while the broker is away."""
     from kombu.exceptions import OperationalError
     from kombu.utils.functional import retry_over_time
-
-    from worker.app import app
-    from worker.pipeline import TASK_FOR_TYPE
+    from orderfleet.worker.app import app
+    from orderfleet.worker.routing import TASK_FOR_TYPE
 
     name = TASK_FOR_TYPE.get(wire.get("eventType"), TASK_FOR_TYPE["OrderCreated"])
 
@@ -370,6 +369,6 @@ def _send_invalid(wire: Wire, report: ProducerReport) -> None:
 
 
 def _close_broker() -> None:
-    from worker.app import app
+    from orderfleet.worker.app import app
 
     app.close()

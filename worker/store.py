@@ -8,14 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from orderfleet.models import EmittedDecision, Event, OrderState, content_of
+from orderfleet.models.tables import (
+    DeadLetterRow,
+    DecisionDeliveryRow,
+    EventRow,
+    OrderRow,
+    OutboxRow,
+)
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
-
-from models import EmittedDecision, Event, OrderState, content_of
-from models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OrderRow, OutboxRow
 
 
 class VersionConflict(Exception):

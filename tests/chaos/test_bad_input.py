@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import pytest
 from kombu import Producer
+from orderfleet.models.tables import DeadLetterRow
 from sqlalchemy import select
 
-from models.tables import DeadLetterRow
 from tests.e2e.test_fleet import assert_converged
 from tests.fleet import deliveries_of, ledger, order_traffic, wait_for
 

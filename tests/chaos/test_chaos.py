@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from orderfleet.models.tables import DeadLetterRow
+from orderfleet.worker import embedded
+from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.metrics import fleet_stats
+from orderfleet.worker.routing import queue_name
 from sqlalchemy import create_engine, func, select, text
 
-from models.tables import DeadLetterRow
 from tests.fleet import Fleet, fleet_env, kill_with_a_message_in_hand, ledger, wait_for
-from worker import embedded
-from worker.metrics import fleet_stats
-from worker.routing import queue_name
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -104,9 +105,18 @@ def start_traffic(fleet: Fleet, producers: list, name: str, *args: str) -> Traff
     out = fleet.log_dir / f"{name}.jsonl"
     report = fleet.log_dir / f"{name}.json"
     fleet.log_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "worker", "simulate", "--json", "--out", str(out), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "orderfleet.worker",
+        "simulate",
+        "--json",
+        "--out",
+        str(out),
+        *args,
+    ]
     with report.open("w") as stdout, report.with_suffix(".log").open("w") as stderr:
-        process = subprocess.Popen(command, env=fleet.env, stdout=stdout, stderr=stderr)
+        process = guarded_popen(command, env=fleet.env, stdout=stdout, stderr=stderr)
     producers.append(process)
     return Traffic(process, out, report)
 
@@ -187,7 +197,7 @@ def check(fleet: Fleet, *outs: Path) -> str:
     published = fleet.log_dir / "published-all.jsonl"
     published.write_text("".join(out.read_text() for out in outs))
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "check", str(published)],
+        [sys.executable, "-m", "orderfleet.worker", "check", str(published)],
         env=fleet.env,
         capture_output=True,
         text=True,

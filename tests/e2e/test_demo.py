@@ -50,7 +50,7 @@ def leftovers(places: list[str]) -> list[str]:
 
 
 def stop_embedded(data_dir: Path) -> None:
-    from worker import embedded
+    from orderfleet.worker import embedded
 
     embedded.stop(data_dir)
 
@@ -60,7 +60,7 @@ def test_demo_runs_a_fleet_on_embedded_servers_verifies_and_leaves_nothing_runni
     workdir.mkdir()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "worker", "demo", "--orders", "150"],
+            [sys.executable, "-m", "orderfleet.worker", "demo", "--orders", "150"],
             cwd=workdir,
             env={**demo_env(data_dir), "COLUMNS": "120"},
             capture_output=True,

@@ -6,15 +6,15 @@ from collections import defaultdict
 
 import pytest
 import redis
+from orderfleet.models import converged_view, decide, parse_event, project
+from orderfleet.models.decisions import verdict_of
+from orderfleet.models.tables import DecisionDeliveryRow, OutboxRow
+from orderfleet.worker.metrics import fleet_stats
+from orderfleet.worker.routing import queue_name
+from orderfleet.worker.store import stream_orders
 from sqlalchemy import func, select
 
-from models import converged_view, decide, parse_event, project
-from models.decisions import verdict_of
-from models.tables import DecisionDeliveryRow, OutboxRow
 from tests.fleet import deliveries_of, kill_with_a_message_in_hand, ledger, order_traffic, wait_for
-from worker.metrics import fleet_stats
-from worker.routing import queue_name
-from worker.store import stream_orders
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

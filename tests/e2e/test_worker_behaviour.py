@@ -10,21 +10,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from orderfleet.models import parse_event
+from orderfleet.models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OutboxRow
+from orderfleet.worker.metrics import fleet_stats
+from orderfleet.worker.routing import partition_for, queue_name
 from sqlalchemy import func, select
 
-from models import parse_event
-from models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OutboxRow
 from tests.fleet import order_traffic, wait_for
-from worker.metrics import fleet_stats
-from worker.routing import partition_for, queue_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEND_EVERY_WAY = """
 import json, sys
-import tasks.events as t
-from worker import app
-from tasks import publish
+import orderfleet.tasks.events as t
+from orderfleet.worker import app
+from orderfleet import publish
 event = json.loads(sys.argv[1])
 t.order_created.delay(event=event)
 t.order_created.apply_async(kwargs={"event": event})
@@ -55,7 +55,7 @@ def test_every_calling_style_lands_on_the_partition_queue(fleet, redis_server_ur
 def test_start_up_refuses_a_visibility_timeout_a_retry_could_reach(fleet):
     env = {**fleet.env, "ORDERFLEET_VISIBILITY_TIMEOUT": "3", "ORDERFLEET_RETRY_BACKOFF_MAX": "2"}
     cli = subprocess.run(
-        [sys.executable, "-m", "worker", "worker", "--partitions", "0-1"],
+        [sys.executable, "-m", "orderfleet.worker", "worker", "--partitions", "0-1"],
         env=env,
         capture_output=True,
         text=True,
@@ -64,7 +64,18 @@ def test_start_up_refuses_a_visibility_timeout_a_retry_could_reach(fleet):
     assert cli.returncode == 2
     assert "ORDERFLEET_VISIBILITY_TIMEOUT=3 is too small" in cli.stderr
     plain = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "solo", "-Q", "x"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "orderfleet.worker",
+            "worker",
+            "-P",
+            "solo",
+            "-Q",
+            "x",
+        ],
         env=env,
         capture_output=True,
         text=True,

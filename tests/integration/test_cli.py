@@ -16,21 +16,21 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from orderfleet.models import InvalidEvent, converged_view, parse_event, project
+from orderfleet.models.tables import DeadLetterRow, OrderRow
+from orderfleet.models.wire import to_instant
+from orderfleet.tasks.producer import publish_many
+from orderfleet.worker.cli import cli
+from orderfleet.worker.ops import flower_argv
+from orderfleet.worker.routing import all_queues, queue_for
+from orderfleet.worker.runtime import reset_runtime
+from orderfleet.worker.service import apply_event
+from orderfleet.worker.store import DeadLetter, UnitOfWork, stream_orders
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
-from models import InvalidEvent, converged_view, parse_event, project
-from models.tables import DeadLetterRow, OrderRow
-from models.wire import to_instant
-from tasks.producer import publish_many
 from tests.fleet import Fleet, fleet_env, wait_for
-from worker.cli import cli
-from worker.ops import flower_argv
-from worker.routing import all_queues, queue_for
-from worker.runtime import reset_runtime
-from worker.service import apply_event
-from worker.store import DeadLetter, UnitOfWork, stream_orders
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -152,7 +152,7 @@ def letters(sessions) -> list[DeadLetterRow]:
 
 def celery_app_from_env() -> Celery:
     """A Celery app configured by a fresh run of celeryconfig (it reads the env on import)."""
-    origin = importlib.util.find_spec("celeryconfig").origin
+    origin = importlib.util.find_spec("orderfleet.celeryconfig").origin
     spec = importlib.util.spec_from_file_location("celeryconfig_under_test", origin)
     config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(config)
@@ -177,7 +177,7 @@ def use_env(monkeypatch) -> Iterator[Callable[[dict[str, str]], Celery]]:
         reset_runtime()
         app = celery_app_from_env()
         apps.append(app)
-        monkeypatch.setattr(importlib.import_module("worker.app"), "app", app)
+        monkeypatch.setattr(importlib.import_module("orderfleet.worker.app"), "app", app)
         return app
 
     yield install
@@ -525,7 +525,7 @@ def test_commands_refuse_a_database_schema_behind_the_code(env, use_env, server_
 
 
 def test_partitions_shows_the_depth_of_a_queue_nobody_consumes(run):
-    from worker.app import app
+    from orderfleet.worker.app import app
 
     events = [wire("LoyaltyPointsUpdated", "o-queued", n, eventId=f"e-{n}") for n in range(5)]
     publish_many(events, app=app)

@@ -13,13 +13,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from orderfleet.models.tables import DeadLetterRow
+from orderfleet.worker.pipeline import Retryable, dead_letter
+from orderfleet.worker.runtime import Runtime, reset_runtime
+from orderfleet.worker.settings import load_settings
 from sqlalchemy import Engine, create_engine, event, select, text
 
-from models.tables import DeadLetterRow
 from tests.fleet import fleet_env
-from worker.pipeline import Retryable, dead_letter
-from worker.runtime import Runtime, reset_runtime
-from worker.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -79,7 +79,7 @@ def test_dead_letter_raises_retryable_when_its_connection_is_lost(runtime, admin
 
 @pytest.mark.parametrize("kills", [1, 2, 3])
 def test_an_invalid_event_is_dead_lettered_once_with_its_reason(runtime, admin, sessions, kills):
-    from tasks.events import payment_processed
+    from orderfleet.tasks.events import payment_processed
 
     killer = ConnectionKiller(runtime.engine, admin, times=kills)
     result = payment_processed.apply(kwargs={"event": INVALID})  # eager: retries run at once

@@ -18,11 +18,10 @@ import redis
 from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.transport import redis as kombu_redis
-
-from tasks.producer import publish_many
-from worker import embedded
-from worker.routing import queue_name
-from worker.workload import generate
+from orderfleet.tasks.producer import publish_many
+from orderfleet.worker import embedded
+from orderfleet.worker.routing import queue_name
+from orderfleet.worker.workload import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -45,7 +44,7 @@ def app(redis_dir: Path, monkeypatch) -> Iterator[Celery]:
     monkeypatch.setenv("ORDERFLEET_BROKER_URL", embedded.broker_url(redis_dir))
     monkeypatch.setenv("ORDERFLEET_PARTITIONS", str(PARTITIONS))
     monkeypatch.delenv("ORDERFLEET_BROKER_PREFIX", raising=False)
-    origin = importlib.util.find_spec("celeryconfig").origin
+    origin = importlib.util.find_spec("orderfleet.celeryconfig").origin
     spec = importlib.util.spec_from_file_location("celeryconfig_producer_retry", origin)
     config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(config)

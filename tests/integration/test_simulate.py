@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from orderfleet.models import parse_event
+from orderfleet.models.tables import DeadLetterRow
+from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.routing import queue_name
+from orderfleet.worker.simulate import BURST_SECONDS, Pacer, SimulateOptions, plan, shares
 from sqlalchemy import func, select, text
 
-from models import parse_event
-from models.tables import DeadLetterRow
 from tests.fleet import Fleet, fleet_env, ledger, wait_for
-from worker.routing import queue_name
-from worker.simulate import BURST_SECONDS, Pacer, SimulateOptions, plan, shares
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -36,7 +37,7 @@ def orderfleet(
 ) -> subprocess.CompletedProcess:
     """Run `python -m worker ARGS` with the fleet's settings; its output as text."""
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
+        [sys.executable, "-m", "orderfleet.worker", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -149,8 +150,17 @@ def test_rate_limit_holds_within_ten_percent(
     client = redis.Redis.from_url(redis_server_url)
     orders = rate * 3 // 5  # about 4 s of traffic
     args = ["--orders", str(orders), "--rate", str(rate), "--producers", str(producers)]
-    command = [sys.executable, "-m", "worker", "simulate", "--json", *args, "--prefix", "rate-"]
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as running:
+    command = [
+        sys.executable,
+        "-m",
+        "orderfleet.worker",
+        "simulate",
+        "--json",
+        *args,
+        "--prefix",
+        "rate-",
+    ]
+    with guarded_popen(command, env=env, stdout=subprocess.PIPE, text=True) as running:
         samples = depth_samples(client, key_prefix, running)
         report = json.loads(running.stdout.read())
     client.close()

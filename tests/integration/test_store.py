@@ -7,12 +7,11 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from orderfleet.models import parse_event
+from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
+from orderfleet.worker.service import apply_event, divergence, rebuild, verify
+from orderfleet.worker.store import UnitOfWork, VersionConflict
 from sqlalchemy import func, select, text
-
-from models import parse_event
-from models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
-from worker.service import apply_event, divergence, rebuild, verify
-from worker.store import UnitOfWork, VersionConflict
 
 pytestmark = pytest.mark.integration
 

@@ -3,10 +3,9 @@
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
+import orderfleet.models as models
 from hypothesis import settings
 from hypothesis import strategies as st
-
-import models
 
 ORDER = "o-1"
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)

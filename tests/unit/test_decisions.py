@@ -3,8 +3,7 @@
 import uuid
 
 import pytest
-
-from models import (
+from orderfleet.models import (
     Decision,
     EmittedDecision,
     decide,
@@ -13,6 +12,7 @@ from models import (
     next_decision,
     project,
 )
+
 from tests.unit.factories import (
     ORDER,
     fold,

@@ -5,11 +5,11 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import orderfleet.models as models
 import pytest
+from orderfleet.models import InvalidEvent, parse_event
+from orderfleet.models.wire import MAX_EVENT_BYTES, format_decimal
 
-import models
-from models import InvalidEvent, parse_event
-from models.wire import MAX_EVENT_BYTES, format_decimal
 from tests.unit.factories import wire
 
 TYPES = (

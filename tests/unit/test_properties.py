@@ -3,12 +3,19 @@
 from decimal import Decimal
 from itertools import pairwise
 
+import orderfleet.models as models
 from hypothesis import given
 from hypothesis import strategies as st
+from orderfleet.models import (
+    OrderState,
+    converged_view,
+    decide,
+    decision_holds,
+    decision_id_for,
+    project,
+)
+from orderfleet.models.wire import MAX_EVENT_BYTES, format_decimal
 
-import models
-from models import OrderState, converged_view, decide, decision_holds, decision_id_for, project
-from models.wire import MAX_EVENT_BYTES, format_decimal
 from tests.unit.factories import ORDER, PROPERTY, deliveries, event_sets, fold
 
 

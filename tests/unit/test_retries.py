@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from worker.retries import backoff_countdown, check_visibility
-from worker.settings import Settings, SettingsError, load_settings
+from orderfleet.worker.retries import backoff_countdown, check_visibility
+from orderfleet.worker.settings import Settings, SettingsError, load_settings
 
 
 def test_countdowns_grow_exponentially_and_are_capped():

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from worker.routing import (
+from orderfleet.worker.routing import (
     DECISIONS_QUEUE,
     MAINTENANCE_QUEUE,
     all_queues,

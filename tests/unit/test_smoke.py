@@ -1,4 +1,4 @@
-import models
+import orderfleet.models as models
 
 
 def test_empty_projection_is_pending():

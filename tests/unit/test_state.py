@@ -5,10 +5,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orderfleet.models as models
 import pytest
+from orderfleet.models import OrderState, converged_view, decision_id_for, project
 
-import models
-from models import OrderState, converged_view, decision_id_for, project
 from tests.unit.factories import (
     ORDER,
     fold,
@@ -303,8 +303,8 @@ def test_models_import_and_project_from_a_fresh_interpreter():
 
 
 def test_models_import_neither_celery_nor_tasks_nor_worker():
-    names = ("celery", "kombu", "redis", "tasks", "worker")
-    code = f"import sys, models; print(sorted(m for m in {names!r} if m in sys.modules))"
+    names = ("celery", "kombu", "redis", "orderfleet.tasks", "orderfleet.worker")
+    code = f"import sys, orderfleet.models; print(sorted(m for m in {names!r} if m in sys.modules))"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )

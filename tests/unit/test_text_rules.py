@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from orderfleet.models import InvalidEvent, parse_event
+from orderfleet.models.wire import dumps
 
-from models import InvalidEvent, parse_event
-from models.wire import dumps
 from tests.unit.factories import wire
 
 CREATED = {"customerId": "c-1", "totalAmount": "1", "currency": "USD"}

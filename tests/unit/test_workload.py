@@ -3,10 +3,9 @@
 from collections import Counter, defaultdict
 
 import pytest
-
-from models import EVENT_TYPES, InvalidEvent, decide, parse_event, project
-from models.decisions import verdict_of
-from worker.workload import generate
+from orderfleet.models import EVENT_TYPES, InvalidEvent, decide, parse_event, project
+from orderfleet.models.decisions import verdict_of
+from orderfleet.worker.workload import generate
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,8 @@
 """Alembic environment: runs on the connection orderfleet passes in, or on the URL."""
 
 from alembic import context
+from orderfleet.models.tables import Base
 from sqlalchemy import create_engine
-
-from models.tables import Base
 
 config = context.config
 
