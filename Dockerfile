@@ -7,11 +7,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md celeryconfig.py ./
+# The repository root is the package `orderfleet` (pyproject.toml maps it to "."); the worker
+# extra brings the fleet's libraries (the base install is the producer API alone).
+COPY pyproject.toml README.md __init__.py celeryconfig.py ./
 COPY models ./models
 COPY tasks ./tasks
 COPY worker ./worker
-RUN pip install . && rm -rf build *.egg-info
+RUN pip install '.[worker]' && rm -rf build *.egg-info
 
 # Celery refuses to be comfortable as root; beat keeps its schedule under the data dir.
 RUN useradd --create-home --uid 10001 orderfleet

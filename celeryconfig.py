@@ -4,6 +4,11 @@ from kombu import Queue
 from orderfleet.worker import routing
 from orderfleet.worker.settings import load_settings
 
+if __name__ != "orderfleet.celeryconfig":
+    # Celery's default loader imports a plain `celeryconfig` from the working directory; in
+    # this repository that must not be orderfleet's (ImportError makes Celery skip it).
+    raise ImportError("this is orderfleet.celeryconfig, not a service's celeryconfig")
+
 _settings = load_settings()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from orderfleet.worker.app import app
+from orderfleet.worker.celery_app import app
 from orderfleet.worker.runtime import get_runtime
 
 log = logging.getLogger(__name__)

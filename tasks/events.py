@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Task
 from orderfleet.worker import metrics
-from orderfleet.worker.app import app
+from orderfleet.worker.celery_app import app
 from orderfleet.worker.pipeline import Handled, Retryable, dead_letter, handle_event_message
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.runtime import Runtime, get_runtime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from orderfleet.worker.app import app
+from orderfleet.worker.celery_app import app
 from orderfleet.worker.outbox import relay
 from orderfleet.worker.runtime import get_runtime
 

@@ -16,7 +16,7 @@ from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.utils.functional import retry_over_time
 from orderfleet.models import Envelope, Event, parse_event
-from orderfleet.worker.app import app as default_app
+from orderfleet.worker.celery_app import app as default_app
 from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
 from orderfleet.worker.servers import BROKER, Embedded, resolve_servers
 from orderfleet.worker.settings import load_settings

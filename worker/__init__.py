@@ -19,6 +19,6 @@ def __getattr__(name: str) -> Any:
     """`app`, loaded on first use (Celery's `-A` looks it up by attribute)."""
     if name != "app":
         raise AttributeError(f"module 'orderfleet.worker' has no attribute {name!r}")
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
 
     return app

@@ -96,7 +96,7 @@ def worker(
     except (ValueError, SettingsError) as exc:
         fail(str(exc))
     use_servers(FLEET, Embedded.START)
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
 
     argv = [
         "worker",
@@ -124,7 +124,7 @@ def beat(loglevel: str = typer.Option(None, help="Log level.")) -> None:
     """Run Celery beat (the periodic outbox relay)."""
     settings = load_settings()
     use_servers([BROKER], Embedded.START)
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir / "celerybeat-schedule"
@@ -301,7 +301,7 @@ def checked_runtime(needs: Collection[str] = (DATABASE,)) -> Runtime:
 
 def celery_app() -> Celery:
     """The fleet's Celery app, configured from the ORDERFLEET_* settings."""
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
 
     return app
 

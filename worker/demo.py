@@ -237,7 +237,7 @@ def _hand_over(fleet: Sequence[FleetProcess], servers: Servers) -> None:
 
 def _close_clients() -> None:
     """Close this process's broker, Redis and database connections."""
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
     from orderfleet.worker.runtime import reset_runtime
 
     with contextlib.suppress(Exception):
@@ -339,7 +339,7 @@ def _publish(workload: Workload, progress: Progress) -> dict[str, datetime]:
 
 def _send_invalid(wire: dict[str, Any]) -> None:
     """Send a broken event as a careless producer would: by task name, unvalidated."""
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
     from orderfleet.worker.routing import TASK_FOR_TYPE
 
     name = TASK_FOR_TYPE.get(wire.get("eventType"), TASK_FOR_TYPE["OrderCreated"])

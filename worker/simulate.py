@@ -351,7 +351,7 @@ def _send_invalid(wire: Wire, report: ProducerReport) -> None:
     """Send a broken event by task name, unvalidated; retried while the broker is away."""
     from kombu.exceptions import OperationalError
     from kombu.utils.functional import retry_over_time
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
     from orderfleet.worker.routing import TASK_FOR_TYPE
 
     name = TASK_FOR_TYPE.get(wire.get("eventType"), TASK_FOR_TYPE["OrderCreated"])
@@ -369,6 +369,6 @@ def _send_invalid(wire: Wire, report: ProducerReport) -> None:
 
 
 def _close_broker() -> None:
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
 
     app.close()

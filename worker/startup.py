@@ -12,19 +12,25 @@ import sys
 
 from celery import bootsteps, signals
 from orderfleet.worker import metrics
-from orderfleet.worker.app import app
+from orderfleet.worker.celery_app import app
 from orderfleet.worker.db import SchemaBehind
 from orderfleet.worker.retries import check_visibility
 from orderfleet.worker.runtime import get_runtime, reset_runtime
+from orderfleet.worker.servers import FLEET, Embedded, resolve_servers
 from orderfleet.worker.settings import SettingsError
 
 
 class StartupCheck(bootsteps.Step):
-    """A worker refuses to start on a bad configuration or a schema that is behind."""
+    """A worker refuses to start on a bad configuration or a schema that is behind.
+
+    Its servers must be configured by now: `orderfleet worker` exports the URLs it chose
+    (embedded ones only when nothing is set); a plain `celery worker` must have them set.
+    """
 
     def __init__(self, parent: object, **kwargs: object) -> None:
         runtime = get_runtime()
         try:
+            resolve_servers(runtime.settings, FLEET, Embedded.NEVER)
             check_visibility(runtime.settings)
             runtime.check_schema()
         except (SettingsError, SchemaBehind) as exc:

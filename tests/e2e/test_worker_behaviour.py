@@ -94,7 +94,7 @@ def test_a_locked_order_is_retried_until_the_lock_is_free(fleet, sessions, redis
     fleet.start("w", "worker", "--partitions", "0-7")
     assert (
         run_python(
-            "import sys, tasks; tasks.publish(sys.argv[1])",
+            "import sys; from orderfleet import publish; publish(sys.argv[1])",
             fleet.env,
             event.model_dump_json(by_alias=True),
         ).returncode
@@ -130,7 +130,7 @@ def test_retries_exhausted_go_to_dead_letters_with_the_event(
         holder = client.lock(f"{key_prefix}lock:{event.order_id}", timeout=60)
         assert holder.acquire()
         fleet.start("w", "worker", "--partitions", "0-7")
-        code = "import sys, tasks; tasks.publish(sys.argv[1])"
+        code = "import sys; from orderfleet import publish; publish(sys.argv[1])"
         assert run_python(code, env, event.model_dump_json(by_alias=True)).returncode == 0
         wait_for(lambda: _count(sessions, DeadLetterRow) == 1, 30, "the dead letter")
         with sessions() as s:

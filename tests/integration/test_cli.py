@@ -153,7 +153,7 @@ def letters(sessions) -> list[DeadLetterRow]:
 def celery_app_from_env() -> Celery:
     """A Celery app configured by a fresh run of celeryconfig (it reads the env on import)."""
     origin = importlib.util.find_spec("orderfleet.celeryconfig").origin
-    spec = importlib.util.spec_from_file_location("celeryconfig_under_test", origin)
+    spec = importlib.util.spec_from_file_location("orderfleet.celeryconfig", origin)  # its own name
     config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(config)
     app = Celery("orderfleet", set_as_current=False)
@@ -177,7 +177,7 @@ def use_env(monkeypatch) -> Iterator[Callable[[dict[str, str]], Celery]]:
         reset_runtime()
         app = celery_app_from_env()
         apps.append(app)
-        monkeypatch.setattr(importlib.import_module("orderfleet.worker.app"), "app", app)
+        monkeypatch.setattr(importlib.import_module("orderfleet.worker.celery_app"), "app", app)
         return app
 
     yield install
@@ -525,7 +525,7 @@ def test_commands_refuse_a_database_schema_behind_the_code(env, use_env, server_
 
 
 def test_partitions_shows_the_depth_of_a_queue_nobody_consumes(run):
-    from orderfleet.worker.app import app
+    from orderfleet.worker.celery_app import app
 
     events = [wire("LoyaltyPointsUpdated", "o-queued", n, eventId=f"e-{n}") for n in range(5)]
     publish_many(events, app=app)

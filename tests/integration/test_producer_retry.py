@@ -45,7 +45,7 @@ def app(redis_dir: Path, monkeypatch) -> Iterator[Celery]:
     monkeypatch.setenv("ORDERFLEET_PARTITIONS", str(PARTITIONS))
     monkeypatch.delenv("ORDERFLEET_BROKER_PREFIX", raising=False)
     origin = importlib.util.find_spec("orderfleet.celeryconfig").origin
-    spec = importlib.util.spec_from_file_location("celeryconfig_producer_retry", origin)
+    spec = importlib.util.spec_from_file_location("orderfleet.celeryconfig", origin)  # its own name
     config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(config)
     app = Celery("orderfleet", set_as_current=False)
