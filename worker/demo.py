@@ -152,21 +152,18 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 @dataclass
 class Servers:
-    """The embedded servers the settings call for, and which of them already ran."""
+    """The servers of the demo (worker/servers.py's rule), and which embedded ones already ran."""
 
     data_dir: Path
-    needed: dict[str, bool]
     ran_before: dict[str, bool]
+    embedded: bool = False
 
     @classmethod
     def plan(cls, settings: Settings) -> Servers:
-        """Embedded servers when no ORDERFLEET_* URL is set (worker/servers.py's rule)."""
         from orderfleet.worker import embedded
 
         data_dir = settings.data_dir.expanduser().resolve()
-        configured = settings.broker_url or settings.redis_url or settings.database_url
-        needed = {"redis": not configured, "postgres": not configured}
-        return cls(data_dir, needed, embedded.status(data_dir))
+        return cls(data_dir, embedded.status(data_dir))
 
     def start(self, console: Console) -> None:
         """Resolve (starting the embedded servers if chosen), export the URLs, migrate."""
@@ -175,13 +172,14 @@ class Servers:
 
         if not all(self.ran_before.values()):
             lifeline.guard_data_dir(self.data_dir)  # what the demo starts ends with it
-        resolve_servers(load_settings(), FLEET_SERVERS, Embedded.START).export()
-        for name, need in self.needed.items():
-            console.print(f"{name}: {self._origin(name, need)}", markup=False)
+        chosen = resolve_servers(load_settings(), FLEET_SERVERS, Embedded.START).export()
+        self.embedded = chosen.embedded_dir is not None
+        for name in self.ran_before:
+            console.print(f"{name}: {self._origin(name)}", markup=False)
         console.print(f"database schema at revision {upgrade(get_runtime().engine)}")
 
-    def _origin(self, name: str, need: bool) -> str:
-        if not need:
+    def _origin(self, name: str) -> str:
+        if not self.embedded:
             return "external server (ORDERFLEET_* settings)"
         when = "already running" if self.ran_before[name] else "started"
         return f"embedded, {when} under {self.data_dir}"
@@ -191,7 +189,7 @@ class Servers:
         from orderfleet.worker import embedded
 
         running = {name for name, up in embedded.status(self.data_dir).items() if up}
-        ours = {name for name in running if self.needed[name] and not self.ran_before[name]}
+        ours = {name for name in running if self.embedded and not self.ran_before[name]}
         if not ours:
             return
         if ours == running:
@@ -257,7 +255,7 @@ def _print_still_running(
     console.print(f"Flower:  orderfleet flower   ->  http://127.0.0.1:{settings.flower_port}")
     console.print("Stop it: first the fleet, then the embedded servers:")
     console.print(f"  kill -TERM {pids}" if pids else "  (no fleet process is alive)")
-    if any(servers.needed.values()):
+    if servers.embedded:
         console.print(f"  ORDERFLEET_DATA_DIR={servers.data_dir} orderfleet stop", markup=False)
 
 
