@@ -9,11 +9,12 @@ from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
 from orderfleet.models.wire import (
+    MAX_INT,
     canonical_json,
     format_decimal,
     format_instant,
-    to_decimal,
     to_instant,
+    to_money,
 )
 from pydantic import (
     AfterValidator,
@@ -47,9 +48,12 @@ def _currency(value: str) -> str:
     return value.upper()
 
 
-Money = Annotated[Decimal, BeforeValidator(to_decimal), AfterValidator(_non_negative)]
+Money = Annotated[Decimal, BeforeValidator(to_money), AfterValidator(_non_negative)]
 Instant = Annotated[datetime, BeforeValidator(to_instant)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+Count = Annotated[StrictInt, Field(ge=-MAX_INT, le=MAX_INT)]
+MAX_ITEMS = 1000  # items of an order, skus of a reservation
+MAX_CARRIER_OPTIONS = 100
 OrderId = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_no_whitespace)]
 EventId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 Currency = Annotated[StrictStr, AfterValidator(_currency)]
@@ -65,7 +69,7 @@ class WireModel(BaseModel):
 
 class Item(WireModel):
     sku: StrictStr
-    quantity: Annotated[StrictInt, Field(ge=1)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
     unit_price: Money | None = None
 
 
@@ -121,13 +125,13 @@ class OrderCreated(Envelope):
     customer_id: StrictStr
     total_amount: Money
     currency: Currency
-    items: list[Item] = Field(default_factory=list)
+    items: list[Item] = Field(default_factory=list, max_length=MAX_ITEMS)
     section: ClassVar[str] = "customer"
 
 
 class InventoryReserved(Envelope):
     event_type: Literal["InventoryReserved"]
-    reserved_items: dict[StrictStr, NonNegativeInt]
+    reserved_items: dict[StrictStr, NonNegativeInt] = Field(max_length=MAX_ITEMS)
     warehouse_id: StrictStr
     section: ClassVar[str] = "inventory"
 
@@ -145,13 +149,15 @@ class ShippingCalculated(Envelope):
     event_type: Literal["ShippingCalculated"]
     shipping_cost: Money
     estimated_days: NonNegativeInt
-    carrier_options: list[CarrierOption] = Field(default_factory=list)
+    carrier_options: list[CarrierOption] = Field(
+        default_factory=list, max_length=MAX_CARRIER_OPTIONS
+    )
     section: ClassVar[str] = "shipping"
 
 
 class LoyaltyPointsUpdated(Envelope):
     event_type: Literal["LoyaltyPointsUpdated"]
-    points_earned: StrictInt
+    points_earned: Count
     total_points: NonNegativeInt
     tier_status: StrictStr
     section: ClassVar[str] = "loyalty"

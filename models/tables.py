@@ -125,3 +125,16 @@ class DeadLetterRow(Base):
         Index("ix_dead_letters_reason_received_at", "reason", "received_at"),
         Index("ix_dead_letters_order_id", "order_id"),
     )
+
+
+class LedgerRow(Base):
+    """Outcomes committed per queue: the database side of the message accounting.
+
+    Incremented in the transaction that commits a message's outcome (applied, duplicate, dead
+    letter, decision delivery); the broker side counts messages taken (worker/transport.py).
+    """
+
+    __tablename__ = "message_ledger"
+
+    queue: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ended: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -10,6 +10,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 MAX_EVENT_BYTES = 64 * 1024
+MAX_INTEGER_DIGITS = 18  # money: digits before the decimal point
+MAX_FRACTION_DIGITS = 8  # money: significant digits after it
+MAX_INT = 2**63 - 1  # counts and quantities: PostgreSQL bigint, exact in every JSON parser
+MAX_PLAIN_IN_JSON = 64  # digits a decimal may take written out in stored JSON
 
 _NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?$", re.ASCII)
 _RFC3339 = re.compile(
@@ -22,11 +26,42 @@ class WireError(ValueError):
     """A value broke a wire rule; the message is the rule, e.g. 'must be >= 0'."""
 
 
+class JsonNumber(float):
+    """A JSON number with a fraction or exponent, as a float that keeps its exact text.
+
+    JSON decoders that are not ours (Celery's, kombu's) make floats of numbers, and a float
+    rounds `12345678901234567.89`; this one behaves as a float everywhere and lets money be
+    read from the text the producer sent.
+    """
+
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
 def to_decimal(value: Any) -> Decimal:
     """Money as an exact Decimal: the JSON number 99.99 is Decimal('99.99')."""
+    result = _exact_decimal(value)
+    _check_plain_length(result)
+    return result
+
+
+def to_money(value: Any) -> Decimal:
+    """Money: an exact decimal within the documented bounds (README, Guarantees)."""
+    result = _exact_decimal(value)
+    _check_bounds(result)
+    return result
+
+
+def _exact_decimal(value: Any) -> Decimal:
     if isinstance(value, bool):
         raise WireError("must be a decimal number, not a boolean")
-    if isinstance(value, float):
+    if isinstance(value, JsonNumber):
+        value = value.text
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise WireError("must be a finite decimal number")
         value = repr(value)
@@ -36,8 +71,28 @@ def to_decimal(value: Any) -> Decimal:
         raise WireError("must be a decimal number") from None
     if not result.is_finite():
         raise WireError("must be a finite decimal number")
-    _check_plain_length(result)
     return result
+
+
+def _check_bounds(value: Decimal) -> None:
+    """At most MAX_INTEGER_DIGITS before the point and MAX_FRACTION_DIGITS after it."""
+    _, digits, exponent = value.as_tuple()
+    if not any(digits):
+        return
+    exponent = int(exponent)
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    fraction = max(0, -exponent - trailing_zeros)
+    integer = max(0, len(digits) + exponent)
+    if integer > MAX_INTEGER_DIGITS:
+        raise WireError(f"must have at most {MAX_INTEGER_DIGITS} digits before the decimal point")
+    if fraction > MAX_FRACTION_DIGITS:
+        raise WireError(f"must have at most {MAX_FRACTION_DIGITS} digits after the decimal point")
+
+
+def _plain_length(value: Decimal) -> int:
+    """Digits of the decimal written out in full (no exponent)."""
+    _, digits, exponent = value.as_tuple()
+    return len(digits) + abs(int(exponent))
 
 
 def _check_plain_length(value: Decimal) -> None:
@@ -135,13 +190,31 @@ def loads(text: str | bytes) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """JSON for storage and transport: decimals as strings, instants as RFC 3339."""
-    return json.dumps(obj, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+    """JSON for storage and transport: decimals as strings, instants as RFC 3339.
+
+    A JsonNumber is written as the exact text it was read from.
+    """
+    return json.dumps(
+        exact_numbers(obj), default=_json_default, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def exact_numbers(obj: Any) -> Any:
+    """obj with every JsonNumber as the exact Decimal of its text."""
+    if isinstance(obj, JsonNumber):
+        return Decimal(obj.text)
+    if isinstance(obj, dict):
+        return {k: exact_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [exact_numbers(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
-        return format_decimal(obj)
+        # Written out in full when short (every bounded amount is); a number like 1e65000 in
+        # an unknown field stays in exponent form instead of growing to 65 KB of zeros.
+        return format_decimal(obj) if _plain_length(obj) <= MAX_PLAIN_IN_JSON else str(obj)
     if isinstance(obj, datetime):
         return format_instant(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -1,7 +1,9 @@
 """Default decision tasks: record each delivery (idempotent by decisionId) and log it.
 
 Another service consumes decisions instead by defining tasks with these names on its own
-app and consuming the `orderfleet.decisions` queue (see the README).
+app and consuming the `orderfleet.decisions` queue (see the README). Here a malformed or
+forged decision is dead-lettered, and a delivery that cannot be recorded is retried, never
+acknowledged unrecorded (tasks/base.py).
 """
 
 from __future__ import annotations
@@ -9,18 +11,67 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from orderfleet.models import decision_id_for
+from orderfleet.tasks.base import DurableTask
 from orderfleet.worker.celery_app import app
-from orderfleet.worker.runtime import get_runtime
+from orderfleet.worker.outbox import DECISION_TASKS
+from orderfleet.worker.pipeline import Handled, dead_letter
+from orderfleet.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+OUTCOME_OF_TASK = {task: outcome for outcome, task in DECISION_TASKS.items()}
 
 
-def record_decision(decision: dict[str, Any]) -> str:
-    """Store the delivery once per decisionId; re-deliveries only bump a counter."""
-    runtime = get_runtime()
+class DecisionTask(DurableTask):
+    """Records the `decision` keyword argument once per decisionId."""
+
+    def record_message(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        subject = kwargs.get("decision", [args, kwargs])
+        return self.end_durably(subject, lambda rt: self._end(rt, args, kwargs, subject)).status
+
+    def _end(
+        self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any], subject: Any
+    ) -> Handled:
+        problem = decision_problem(OUTCOME_OF_TASK[self.name], args, kwargs)
+        if problem is not None:
+            return dead_letter(runtime, "invalid_decision", problem, subject, self.name, self.queue)
+        return record_decision(runtime, kwargs["decision"], self.name, self.queue)
+
+
+def decision_problem(outcome: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Why this is not a decision orderfleet emitted, or None when it is one."""
+    if args or set(kwargs) != {"decision"} or not isinstance(kwargs["decision"], dict):
+        return "task arguments: expected exactly one keyword argument `decision`, an object"
+    decision = kwargs["decision"]
+    order_id, seq = decision.get("orderId"), decision.get("seq")
+    if not isinstance(order_id, str) or not order_id:
+        return "decision.orderId: must be a non-empty string"
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        return "decision.seq: must be an integer >= 1"
+    if decision.get("outcome") != outcome:
+        return f"decision.outcome: must be {outcome!r} on this task"
+    if decision.get("decisionId") != decision_id_for(order_id, seq):
+        return "decision.decisionId: does not match orderId and seq (UUIDv5): not ours"
+    return None
+
+
+def record_decision(
+    runtime: Runtime, decision: dict[str, Any], task_name: str, queue: str | None
+) -> Handled:
+    """Store the delivery once per decisionId; re-deliveries only bump a counter.
+
+    A decision that orderfleet's outbox never held (forged, or from another fleet) is
+    dead-lettered instead of being recorded as delivered.
+    """
     with runtime.unit_of_work() as uow:
-        first = uow.deliveries.record(decision, runtime.now())
-        uow.commit()
+        known = uow.outbox.holds(decision["decisionId"])
+        if known:
+            first = uow.deliveries.record(decision, runtime.now())
+            uow.ledger.count_ends([queue])
+            uow.commit()
+    if not known:
+        error = "decision.decisionId: no such decision in the outbox (forged or foreign)"
+        return dead_letter(runtime, "unknown_decision", error, decision, task_name, queue)
     log.info(
         "decision %s order=%s seq=%s outcome=%s reason=%s%s",
         decision["decisionId"],
@@ -30,19 +81,19 @@ def record_decision(decision: dict[str, Any]) -> str:
         decision.get("reason"),
         "" if first else " (re-delivery)",
     )
-    return "recorded" if first else "duplicate"
+    return Handled("recorded" if first else "duplicate")
 
 
-@app.task(name="orderfleet.decisions.order_confirmed", acks_late=True)
-def order_confirmed(decision: dict[str, Any]) -> str:
-    return record_decision(decision)
+@app.task(bind=True, base=DecisionTask, name="orderfleet.decisions.order_confirmed")
+def order_confirmed(self: DecisionTask, *args: Any, **kwargs: Any) -> str:
+    return self.record_message(args, kwargs)
 
 
-@app.task(name="orderfleet.decisions.order_rejected", acks_late=True)
-def order_rejected(decision: dict[str, Any]) -> str:
-    return record_decision(decision)
+@app.task(bind=True, base=DecisionTask, name="orderfleet.decisions.order_rejected")
+def order_rejected(self: DecisionTask, *args: Any, **kwargs: Any) -> str:
+    return self.record_message(args, kwargs)
 
 
-@app.task(name="orderfleet.decisions.order_on_hold", acks_late=True)
-def order_on_hold(decision: dict[str, Any]) -> str:
-    return record_decision(decision)
+@app.task(bind=True, base=DecisionTask, name="orderfleet.decisions.order_on_hold")
+def order_on_hold(self: DecisionTask, *args: Any, **kwargs: Any) -> str:
+    return self.record_message(args, kwargs)

@@ -1,4 +1,4 @@
-"""The five event tasks: thin wrappers over the apply pipeline; retries and metrics here only."""
+"""The five event tasks: thin wrappers over the apply pipeline (retries in tasks/base.py)."""
 
 from __future__ import annotations
 
@@ -7,29 +7,30 @@ import time
 import traceback
 from typing import Any
 
-from celery import Task
+import redis
+from orderfleet.tasks.base import DurableTask
 from orderfleet.worker import metrics
 from orderfleet.worker.celery_app import app
 from orderfleet.worker.pipeline import Handled, Retryable, dead_letter, handle_event_message
-from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.runtime import Runtime, get_runtime
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 _NO_EVENT = object()
+# Failures of the servers, not of the event: retried (a bug in the event's handling is not).
+ENVIRONMENTAL = (DBAPIError, redis.RedisError, OSError)
 
 
-class EventTask(Task):
+class EventTask(DurableTask):
     """Applies the `event` keyword argument; every message ends somewhere, none is lost."""
-
-    acks_late = True
-    reject_on_worker_lost = True
-    max_retries = None  # bounded by ORDERFLEET_MAX_RETRIES in `_retry_or_give_up`
 
     def apply_message(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Parse, apply, map the outcome: applied, duplicate or dead_lettered."""
-        runtime = get_runtime()
         started = time.perf_counter()
-        handled = self._handle(runtime, args, kwargs)
+        message = kwargs.pop("event", args[0] if len(args) == 1 else _NO_EVENT)
+        subject = [args, kwargs] if message is _NO_EVENT else message
+        handled = self.end_durably(subject, lambda rt: self._end(rt, message, args, kwargs))
+        runtime = get_runtime()
         elapsed = time.perf_counter() - started
         stats_key = runtime.settings.stats_key
         metrics.record_end(runtime.redis, stats_key, handled.status, handled.reason, elapsed)
@@ -37,40 +38,23 @@ class EventTask(Task):
             metrics.record_decision(handled.outcome.decision.outcome)
         return handled.status
 
-    def _handle(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Handled:
-        message = kwargs.pop("event", args[0] if len(args) == 1 else _NO_EVENT)
-        try:
-            return self._end(runtime, message, args, kwargs)
-        except Retryable as exc:  # also when a dead letter could not be written yet
-            subject = [args, kwargs] if message is _NO_EVENT else message
-            return self._retry_or_give_up(runtime, exc, subject)
-
     def _end(
         self, runtime: Runtime, message: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Handled:
-        """Apply the message or dead-letter it; Retryable when a transient failure stopped both."""
+        """Apply the message or dead-letter it; raises when neither could be committed."""
         if message is _NO_EVENT or kwargs or len(args) > 1:
             error = "task arguments: expected exactly one keyword argument `event`"
-            return dead_letter(runtime, "invalid_message", error, [args, kwargs], self.name)
+            return dead_letter(
+                runtime, "invalid_message", error, [args, kwargs], self.name, self.queue
+            )
         try:
-            return handle_event_message(app, runtime, self.name, message)
-        except Retryable:
+            return handle_event_message(app, runtime, self.name, message, self.queue)
+        except (Retryable, *ENVIRONMENTAL):
             raise
         except Exception as exc:
             log.exception("unexpected failure applying an event")
             error = "".join(traceback.format_exception_only(exc)).strip()
-            return dead_letter(runtime, "internal_error", error, message, self.name)
-
-    def _retry_or_give_up(self, runtime: Runtime, exc: Retryable, message: Any) -> Handled:
-        if self.request.retries >= runtime.settings.max_retries:
-            error = f"gave up after {self.request.retries} retries: {exc}"
-            try:
-                return dead_letter(runtime, "retries_exhausted", error, message, self.name)
-            except Retryable as unwritten:  # keep the message until its dead letter is written
-                exc = unwritten
-        metrics.record_retry(runtime.redis, runtime.settings.stats_key, type(exc.cause).__name__)
-        countdown = backoff_countdown(self.request.retries, runtime.settings)
-        raise self.retry(exc=exc, countdown=countdown)
+            return dead_letter(runtime, "internal_error", error, message, self.name, self.queue)
 
 
 @app.task(bind=True, base=EventTask, name="orderfleet.events.order_created")

@@ -12,14 +12,16 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.utils.functional import retry_over_time
 from orderfleet.models import Envelope, Event, parse_event
 from orderfleet.worker.celery_app import app as default_app
+from orderfleet.worker.partition_count import check_agreement, recorded_partitions
 from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
-from orderfleet.worker.servers import BROKER, Embedded, resolve_servers
-from orderfleet.worker.settings import load_settings
+from orderfleet.worker.servers import BROKER, Embedded, locks_url_of_broker, resolve_servers
+from orderfleet.worker.settings import Settings, load_settings
 
 BATCH_SIZE = 1000
 BROKER_ERRORS = (OperationalError, BatchPublishError)
@@ -63,7 +65,8 @@ def publish_many(
     """
     settings = load_settings()
     if app is None:
-        resolve_servers(settings, [BROKER], Embedded.NEVER)  # raises, naming the variable
+        servers = resolve_servers(settings, [BROKER], Embedded.NEVER)  # raises, naming it
+        _check_partition_count(settings, locks_url_of_broker(servers.broker_url))
         app = default_app
     parsed = [parse_event(event) for event in events]
     partitions = settings.partitions
@@ -78,6 +81,27 @@ def publish_many(
     return retry_over_time(
         _send_all, BROKER_ERRORS, args=(app, parsed, partitions), errback=errback, **policy
     )
+
+
+_agreed: set[tuple[str, str, int]] = set()
+
+
+def _check_partition_count(settings: Settings, redis_url: str | None) -> None:
+    """Refuse a P other than the fleet's (worker/partition_count.py); once per process."""
+    key = (redis_url or "", settings.broker_prefix, settings.partitions)
+    if redis_url is None or key in _agreed:
+        return
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        recorded = recorded_partitions(client, settings.broker_prefix)
+    except redis.RedisError as exc:  # the send reports an unreachable broker itself
+        log.debug("partition count not checked: %s", exc)
+        return
+    finally:
+        client.close()
+    check_agreement(settings, recorded)
+    if recorded is not None:  # no fleet yet: ask again next time
+        _agreed.add(key)
 
 
 def _send_all(app: Celery, parsed: list[Event], partitions: int) -> list[PublishReceipt]:

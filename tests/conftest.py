@@ -107,7 +107,7 @@ def sessions(engine):
         conn.execute(
             text(
                 "TRUNCATE orders, order_events, decision_outbox, decision_deliveries, "
-                "dead_letters RESTART IDENTITY"
+                "dead_letters, message_ledger RESTART IDENTITY"
             )
         )
     return session_factory(engine)

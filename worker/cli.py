@@ -594,11 +594,15 @@ def rebuild(
 @cli.command()
 def partitions(
     timeout: float = typer.Option(1.0, help="Seconds to wait for workers to report queues."),
+    record: bool = typer.Option(
+        False, "--record", help="Record ORDERFLEET_PARTITIONS as the fleet's count (after a drain)."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Depth and consumers of every partition queue and the decisions/maintenance queues."""
+    """Depth and consumers of every queue; exit 1 when messages wait outside the fleet's P."""
     import redis
     from orderfleet.worker import ops
+    from orderfleet.worker.partition_count import record_partitions, recorded_partitions
 
     use_servers([BROKER], Embedded.ATTACH)
     settings = load_settings()
@@ -606,20 +610,72 @@ def partitions(
         client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
     except ValueError as exc:
         fail(str(exc))
+    prefix = settings.broker_prefix
     try:
-        depths = ops.partition_depths(client, settings.broker_prefix, settings.partitions)
+        if record:
+            record_partitions(client, prefix, settings.partitions, force=True)
+        recorded = recorded_partitions(client, prefix)
+        depths = ops.partition_depths(client, prefix, settings.partitions)
+        stray = ops.stray_partition_queues(client, prefix, settings.partitions)
     except redis.RedisError as exc:
         fail(f"cannot reach the broker: {exc}")
     finally:
         client.close()
     rows = ops.partition_report(depths, ops.queue_consumers(celery_app(), timeout))
     if json_output:
+        print_json(
+            {
+                "partitions": settings.partitions,
+                "recorded": recorded,
+                "queues": rows,
+                "outside": [{"queue": q, "depth": d} for q, d in stray.items()],
+            }
+        )
+    else:
+        table = new_table(f"{settings.partitions} partitions", "queue", "depth", "consumers")
+        for row in rows:
+            table.add_row(row["queue"], str(row["depth"]), str(row["consumers"]))
+        print_table(table)
+        typer.echo(f"partition count recorded on the broker: {recorded or 'none'}")
+    for queue, depth in stray.items():
+        typer.secho(
+            f"orderfleet: {depth} messages wait in {queue}, outside this fleet's "
+            f"{settings.partitions} partitions: no worker consumes them",
+            fg=typer.colors.RED,
+            err=True,
+        )
+    raise typer.Exit(
+        1 if stray or (recorded is not None and recorded != settings.partitions) else 0
+    )
+
+
+@cli.command()
+def ledger(json_output: bool = JSON_OPTION) -> None:
+    """Messages taken from the broker against outcomes committed, per queue; exit 1 on a loss."""
+    import redis
+    from orderfleet.worker import ops
+
+    runtime = checked_runtime((DATABASE, BROKER))
+    settings = runtime.settings
+    try:
+        client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
+        rows = ops.message_ledger(client, settings.broker_prefix, runtime.sessions)
+    except ValueError as exc:
+        fail(str(exc))
+    except redis.RedisError as exc:
+        fail(f"cannot reach the broker: {exc}")
+    if json_output:
         print_json(rows)
-        return
-    table = new_table(f"{settings.partitions} partitions", "queue", "depth", "consumers")
-    for row in rows:
-        table.add_row(row["queue"], str(row["depth"]), str(row["consumers"]))
-    print_table(table)
+    else:
+        table = new_table("message ledger", "queue", "taken", "ended", "in flight", "lost")
+        for row in rows:
+            cells = (row["taken"], row["ended"], row["in_flight"], row["lost"])
+            table.add_row(row["queue"], *(f"{n:,}" for n in cells))
+        print_table(table)
+    lost = sum(row["lost"] for row in rows)
+    if lost:
+        typer.secho(f"orderfleet: {lost} messages taken without an outcome", fg="red", err=True)
+    raise typer.Exit(1 if lost else 0)
 
 
 @cli.command()

@@ -8,10 +8,12 @@ reason before the message is acknowledged, so nothing received is silently lost.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import signals
 from celery.worker.consumer import Consumer
+from orderfleet.worker.request import ended_outside_the_task
 from orderfleet.worker.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,12 @@ class DeadLetteringConsumer(Consumer):
         handle = super().create_task_handler(*args, **kwargs)
 
         def on_task_received(message: Any) -> Any:
+            refused = _refusal(message)
+            if refused is not None:
+                if _record(message, *refused):
+                    message.ack()
+                return None
+            _bound_eta(message)
             try:
                 return handle(message)
             except Exception as exc:
@@ -59,14 +67,63 @@ class DeadLetteringConsumer(Consumer):
 
 @signals.task_internal_error.connect
 def dead_letter_internal_error(
-    sender: Any = None, args: Any = None, kwargs: Any = None, exception: Any = None, **_: Any
+    sender: Any = None,
+    task_id: str | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    request: Any = None,
+    exception: Any = None,
+    **_: Any,
 ) -> None:
-    """Celery failed outside the task body (e.g. kwargs not a mapping): record the message."""
+    """Celery failed outside the task body (e.g. kwargs not a mapping): record the message.
+
+    Only a written dead letter lets the message be acknowledged (worker/request.py).
+    """
     from orderfleet.worker.pipeline import dead_letter
 
     name = getattr(sender, "name", None)
     error = f"malformed task message: {type(exception).__name__}: {exception}"
-    dead_letter(get_runtime(), "invalid_task", error, [args, kwargs], name)
+    queue = (getattr(request, "delivery_info", None) or {}).get("routing_key")
+    dead_letter(get_runtime(), "invalid_task", error, [args, kwargs], name, queue)
+    if task_id is not None:
+        ended_outside_the_task(task_id)
+
+
+def _refusal(message: Any) -> tuple[str, str] | None:
+    """A reason and error for a message no task may take, or None."""
+    headers = getattr(message, "headers", None)
+    if headers is not None and not isinstance(headers, dict):
+        return "invalid_task", "message headers are not an object"
+    compression = (headers or {}).get("compression")
+    if compression:
+        error = f"compressed ({compression}): orderfleet takes uncompressed messages only"
+        return "compressed_message", error
+    return None
+
+
+def _bound_eta(message: Any) -> None:
+    """Run now a task whose ETA lies beyond half the visibility timeout.
+
+    The Redis transport re-delivers an unacknowledged message after the visibility timeout,
+    so a worker holding one for a far ETA would get copy after copy (kombu#337). Events and
+    decisions converge whatever their order, so running them now loses nothing.
+    """
+    headers = message.headers or {}
+    eta = headers.get("eta")
+    if not eta:
+        return
+    bound = get_runtime().settings.visibility_timeout / 2
+    try:
+        when = datetime.fromisoformat(str(eta))
+    except ValueError:
+        when = None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when is None or when > datetime.now(UTC) + timedelta(seconds=bound):
+        log.warning(
+            "task %s: ETA %s is beyond %.0f s: running it now", headers.get("id"), eta, bound
+        )
+        headers["eta"] = None
 
 
 def _record(message: Any, reason: str, error: str) -> bool:
@@ -74,7 +131,8 @@ def _record(message: Any, reason: str, error: str) -> bool:
     from orderfleet.worker.pipeline import dead_letter
 
     try:
-        dead_letter(get_runtime(), reason, error, _raw_body(message), _task_name(message))
+        queue = (getattr(message, "delivery_info", None) or {}).get("routing_key")
+        dead_letter(get_runtime(), reason, error, _raw_body(message), _task_name(message), queue)
     except Exception:
         log.exception("could not dead-letter a %s message; re-queued", reason)
         message.reject(requeue=True)
@@ -83,8 +141,8 @@ def _record(message: Any, reason: str, error: str) -> bool:
 
 
 def _task_name(message: Any) -> str | None:
-    headers = getattr(message, "headers", None) or {}
-    name = headers.get("task")
+    headers = getattr(message, "headers", None)
+    name = headers.get("task") if isinstance(headers, dict) else None
     return name if isinstance(name, str) else None
 
 

@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from orderfleet.models.wire import dumps
+from orderfleet.worker.settings import Settings
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +33,17 @@ def make_engine(url: str, **options: Any) -> Engine:
     """A pooled engine; pre-ping unless told otherwise (workers retry a dropped connection)."""
     options.setdefault("pool_pre_ping", True)
     return create_engine(driver_url(url), json_serializer=dumps, **options)
+
+
+def session_options(settings: Settings) -> str:
+    """libpq options for the fleet's sessions: a frozen peer blocks for seconds, not forever.
+
+    lock_timeout bounds a wait for a row lock (the apply retries); the idle-in-transaction
+    timeout ends the session of a worker frozen inside a transaction, releasing its locks.
+    """
+    lock_ms = round(settings.db_lock_timeout * 1000)
+    idle_ms = round(settings.db_idle_timeout * 1000)
+    return f"-c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout={idle_ms}"
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -6,6 +6,8 @@ app) and returns JSON-ready dicts and lists, so the CLI only formats.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +24,8 @@ from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.servers import locks_url_of_broker
 from orderfleet.worker.service import rebuild
 from orderfleet.worker.settings import Settings, env_name
-from orderfleet.worker.store import VersionConflict, stream_orders
+from orderfleet.worker.store import MessageLedger, VersionConflict, stream_orders
+from orderfleet.worker.transport import TAKEN_KEY
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -284,6 +287,42 @@ def _priority_key(queue: str, priority: int) -> str:
 def partition_depths(client: redis.Redis, prefix: str, partitions: int) -> dict[str, int]:
     """Depth of every partition queue plus the decisions and maintenance queues."""
     return queue_depths(client, prefix, all_queues(partitions))
+
+
+def stray_partition_queues(client: redis.Redis, prefix: str, partitions: int) -> dict[str, int]:
+    """Partition queues outside 0..P-1 that hold messages: nobody in this fleet consumes them."""
+    names = set()
+    for key in client.scan_iter(match=f"{prefix}orderfleet.p*", count=1000):
+        queue = key.decode(errors="replace").removeprefix(prefix).split(Channel.sep)[0]
+        number = queue.removeprefix("orderfleet.p")
+        if number.isdigit() and int(number) >= partitions:
+            names.add(queue)
+    depths = queue_depths(client, prefix, sorted(names))
+    return {name: depth for name, depth in depths.items() if depth}
+
+
+def message_ledger(
+    client: redis.Redis, prefix: str, sessions: sessionmaker[Session]
+) -> list[dict[str, Any]]:
+    """Per queue: messages taken from the broker, outcomes committed, and those in flight.
+
+    At rest (nothing waiting or unacknowledged), taken > ended means messages lost between the
+    broker and a committed outcome. ended > taken are re-deliveries of messages that had ended
+    (a worker that died after its commit, before its acknowledgement): harmless.
+    """
+    taken = {k.decode(): int(v) for k, v in client.hgetall(prefix + TAKEN_KEY).items()}
+    with sessions() as session:
+        ended = MessageLedger(session).ended()
+    unacked = Counter(json.loads(raw)[2] for raw in client.hvals(f"{prefix}unacked"))
+    names = sorted(set(taken) | set(ended))
+    depths = queue_depths(client, prefix, names)
+    rows = []
+    for name in names:
+        flight = depths[name] + unacked.get(name, 0)
+        gap = taken.get(name, 0) - ended.get(name, 0)
+        row = {"queue": name, "taken": taken.get(name, 0), "ended": ended.get(name, 0)}
+        rows.append({**row, "in_flight": flight, "lost": gap if gap > 0 and not flight else 0})
+    return rows
 
 
 def queue_consumers(app: Celery, timeout: float = 1.0) -> dict[str, int]:

@@ -45,18 +45,20 @@ class Handled:
     outcome: ApplyOutcome | None = None
 
 
-def handle_event_message(app: Celery, runtime: Runtime, task_name: str, message: Any) -> Handled:
+def handle_event_message(
+    app: Celery, runtime: Runtime, task_name: str, message: Any, queue: str | None = None
+) -> Handled:
     """Validate, lock, apply, publish decisions; raises Retryable on transient failures."""
     try:
         event = parse_event(message)
     except InvalidEvent as exc:
-        return dead_letter(runtime, "invalid_event", str(exc), message, task_name)
+        return dead_letter(runtime, "invalid_event", str(exc), message, task_name, queue)
     expected = TASK_FOR_TYPE[event.event_type]
     if task_name != expected:
         error = f"eventType {event.event_type} must be sent to {expected}, not {task_name}"
-        return dead_letter(runtime, "task_mismatch", error, message, task_name)
+        return dead_letter(runtime, "task_mismatch", error, message, task_name, queue)
     with transient_as_retryable():
-        return _apply_locked(app, runtime, event, message, task_name)
+        return _apply_locked(app, runtime, event, message, task_name, queue)
 
 
 @contextmanager
@@ -73,14 +75,15 @@ def transient_as_retryable() -> Iterator[None]:
 
 
 def _apply_locked(
-    app: Celery, runtime: Runtime, event: Event, message: Any, task_name: str
+    app: Celery, runtime: Runtime, event: Event, message: Any, task_name: str, queue: str | None
 ) -> Handled:
     s = runtime.settings
     with order_lock(
         runtime.redis, event.order_id, prefix=s.lock_prefix, lease=s.lock_lease, wait=s.lock_wait
     ):
         raw = message if isinstance(message, dict) else None
-        outcome = apply_event(runtime.unit_of_work(), event, runtime.now(), raw, task_name)
+        uow = runtime.unit_of_work()
+        outcome = apply_event(uow, event, runtime.now(), raw, task_name, queue)
         if outcome.decision is not None:
             publish_after_commit(app, runtime, [outcome.decision])
     return Handled(outcome.status, outcome.reason, outcome)
@@ -93,7 +96,12 @@ def _is_transient_db_error(exc: DBAPIError) -> bool:
 
 
 def dead_letter(
-    runtime: Runtime, reason: str, error: str, message: Any, task_name: str | None
+    runtime: Runtime,
+    reason: str,
+    error: str,
+    message: Any,
+    task_name: str | None,
+    queue: str | None = None,
 ) -> Handled:
     """Record a message that will not be applied, with why; it stays replayable.
 
@@ -110,6 +118,7 @@ def dead_letter(
     )
     with transient_as_retryable(), runtime.unit_of_work() as uow:
         uow.dead_letters.add(letter, runtime.now())
+        uow.ledger.count_ends([queue])
         uow.commit()
     log.warning("dead letter (%s) from %s: %s", reason, task_name, error[:500])
     return Handled("dead_lettered", reason)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 
 import redis
-from orderfleet.worker.db import check_schema, make_engine, session_factory
+from orderfleet.worker.db import check_schema, make_engine, session_factory, session_options
 from orderfleet.worker.servers import DATABASE, LOCKS, Embedded, resolve_servers
 from orderfleet.worker.settings import Settings, load_settings
 from orderfleet.worker.store import UnitOfWork
@@ -34,7 +34,13 @@ class Runtime:
     def engine(self) -> Engine:
         # No pre-ping: it costs a round trip per transaction, and a connection that died with a
         # restarted PostgreSQL fails its statement instead, which the apply path retries.
-        return make_engine(self.database_url, pool_size=2, max_overflow=4, pool_pre_ping=False)
+        return make_engine(
+            self.database_url,
+            pool_size=2,
+            max_overflow=4,
+            pool_pre_ping=False,
+            connect_args={"options": session_options(self.settings)},
+        )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -43,6 +43,7 @@ class Incoming:
     event: Event
     raw: Any = None
     task_name: str | None = None
+    queue: str | None = None  # where the message came from, for the message ledger
 
     @property
     def raw_object(self) -> dict[str, Any]:
@@ -54,10 +55,15 @@ class Incoming:
 
 
 def apply_event(
-    uow: UnitOfWork, event: Event, now: datetime, raw: Any = None, task_name: str | None = None
+    uow: UnitOfWork,
+    event: Event,
+    now: datetime,
+    raw: Any = None,
+    task_name: str | None = None,
+    queue: str | None = None,
 ) -> ApplyOutcome:
     """Apply one event: a batch of one."""
-    return apply_events(uow, [Incoming(event, raw, task_name)], now)[0]
+    return apply_events(uow, [Incoming(event, raw, task_name, queue)], now)[0]
 
 
 def apply_events(uow: UnitOfWork, batch: Sequence[Incoming], now: datetime) -> list[ApplyOutcome]:
@@ -75,6 +81,7 @@ def apply_events(uow: UnitOfWork, batch: Sequence[Incoming], now: datetime) -> l
         outcomes = [_classify(item, firsts, hashes, new_ids, logged) for item in batch]
         decided = _fold(uow, [firsts[eid] for eid in firsts if eid in new_ids], now)
         _record_rejects(uow, batch, outcomes, now)
+        uow.ledger.count_ends(item.queue for item in batch)
         uow.commit()
     return [_with_decision(outcome, decided) for outcome in outcomes]
 

@@ -25,6 +25,8 @@ class Settings:
     max_retries: int = 16
     retry_backoff_base: float = 0.05
     retry_backoff_max: float = 5.0
+    db_lock_timeout: float = 5.0
+    db_idle_timeout: float = 10.0
     lock_lease: float = 5.0
     lock_wait: float = 0.5
     key_prefix: str = "orderfleet:"

@@ -1,4 +1,5 @@
-"""What a worker or beat process does as it starts: refuse a bad configuration, serve metrics.
+"""What a worker or beat process does as it starts: harden the transport, refuse a bad
+configuration, serve metrics.
 
 Celery imports this module (through the app's `include`) before it builds the worker's
 bootsteps, so a plain `celery -A orderfleet.worker worker` runs the same checks as
@@ -7,17 +8,20 @@ bootsteps, so a plain `celery -A orderfleet.worker worker` runs the same checks 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
+import redis
 from celery import bootsteps, signals
-from orderfleet.worker import metrics
+from orderfleet.worker import exact_json, metrics, transport
 from orderfleet.worker.celery_app import app
 from orderfleet.worker.db import SchemaBehind
+from orderfleet.worker.partition_count import check_agreement, record_partitions
 from orderfleet.worker.retries import check_visibility
 from orderfleet.worker.runtime import get_runtime, reset_runtime
-from orderfleet.worker.servers import FLEET, Embedded, resolve_servers
-from orderfleet.worker.settings import SettingsError
+from orderfleet.worker.servers import FLEET, Embedded, locks_url_of_broker, resolve_servers
+from orderfleet.worker.settings import Settings, SettingsError
 
 
 class StartupCheck(bootsteps.Step):
@@ -30,9 +34,10 @@ class StartupCheck(bootsteps.Step):
     def __init__(self, parent: object, **kwargs: object) -> None:
         runtime = get_runtime()
         try:
-            resolve_servers(runtime.settings, FLEET, Embedded.NEVER)
+            servers = resolve_servers(runtime.settings, FLEET, Embedded.NEVER)
             check_visibility(runtime.settings)
             runtime.check_schema()
+            _check_broker(runtime.settings, locks_url_of_broker(servers.broker_url))
         except (SettingsError, SchemaBehind) as exc:
             print(f"orderfleet: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from exc
@@ -40,6 +45,37 @@ class StartupCheck(bootsteps.Step):
         super().__init__(parent, **kwargs)
 
 
+def _check_broker(settings: Settings, redis_url: str | None) -> None:
+    """Record or check the fleet's partition count; warn when the broker keeps nothing on disk."""
+    if redis_url is None:
+        return
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        prefix = settings.broker_prefix
+        check_agreement(settings, record_partitions(client, prefix, settings.partitions, False))
+        if not _persistent(client):
+            log.warning(
+                "the broker Redis keeps nothing on disk (appendonly no, no save points): "
+                "a restart of it loses every queued message; enable AOF (appendonly yes)"
+            )
+    except redis.RedisError as exc:
+        log.warning("broker checks skipped: %s", exc)
+    finally:
+        client.close()
+
+
+def _persistent(client: redis.Redis) -> bool:
+    """Whether the Redis server writes its data to disk (AOF or RDB save points)."""
+    try:
+        config = client.config_get("appendonly") | client.config_get("save")
+    except redis.ResponseError:  # CONFIG disabled (managed Redis): assume the provider persists
+        return True
+    return config.get("appendonly") == "yes" or bool(config.get("save"))
+
+
+log = logging.getLogger(__name__)
+transport.install()  # bytes that are not a message are dead-lettered, not fatal
+exact_json.install()  # JSON numbers stay exact (money from producers in any language)
 app.steps["worker"].add(StartupCheck)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ from orderfleet.models.tables import (
     DeadLetterRow,
     DecisionDeliveryRow,
     EventRow,
+    LedgerRow,
     OrderRow,
     OutboxRow,
 )
@@ -171,6 +173,11 @@ class Outbox:
             )
         )
 
+    def holds(self, decision_id: str) -> bool:
+        """Whether this decision was emitted by the fleet (its outbox row exists)."""
+        found = select(OutboxRow.decision_id).where(OutboxRow.decision_id == decision_id)
+        return self.session.scalar(found) is not None
+
     def unpublished(self, older_than: datetime, limit: int) -> list[OutboxRow]:
         stmt = (
             select(OutboxRow)
@@ -231,6 +238,30 @@ def _key_text(value: str | None) -> str | None:
     return storable_text(value)[:128] if value else None
 
 
+class MessageLedger:
+    """Outcomes committed per queue, counted in the transaction that commits them."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def count_ends(self, queues: Iterable[str | None]) -> None:
+        """One more ended message for each queue named (None: not from a queue, not counted)."""
+        counts = Counter(q for q in queues if q)
+        if not counts:
+            return
+        rows = [{"queue": q, "ended": n} for q, n in sorted(counts.items())]
+        stmt = insert(LedgerRow).values(rows)
+        self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["queue"], set_={"ended": LedgerRow.ended + stmt.excluded.ended}
+            )
+        )
+
+    def ended(self) -> dict[str, int]:
+        rows = self.session.execute(select(LedgerRow.queue, LedgerRow.ended))
+        return {queue: ended for queue, ended in rows}
+
+
 class UnitOfWork:
     """One transaction; `commit` turns concurrent-update failures into VersionConflict."""
 
@@ -244,6 +275,7 @@ class UnitOfWork:
         self.outbox = Outbox(self.session)
         self.dead_letters = DeadLetters(self.session)
         self.deliveries = DecisionDeliveries(self.session)
+        self.ledger = MessageLedger(self.session)
         return self
 
     def __exit__(self, *exc: object) -> None:

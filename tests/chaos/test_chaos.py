@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import queue_name
 from sqlalchemy import create_engine, func, select, text
 
-from tests.fleet import Fleet, fleet_env, kill_with_a_message_in_hand, ledger, wait_for
+from tests.fleet import Fleet, kill_with_a_message_in_hand, ledger, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -46,41 +45,6 @@ def traffic(prefix: str, seed: int, orders: int = 250, invalid: float = 0.01) ->
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def fleets(database_url, key_prefix, sessions, tmp_path) -> Iterator[Callable[..., Fleet]]:
-    """Make fleets on the test database and key prefix; every process stopped afterwards."""
-    made: list[Fleet] = []
-
-    def make(redis_url: str, **extra: str) -> Fleet:
-        fleet = Fleet(fleet_env(database_url, redis_url, key_prefix, **extra), tmp_path / "logs")
-        made.append(fleet)
-        return fleet
-
-    yield make
-    for fleet in made:
-        fleet.stop_all()
-
-
-@pytest.fixture
-def producers() -> Iterator[list[subprocess.Popen]]:
-    """The test's simulate subprocesses; any still running at the end are killed."""
-    running: list[subprocess.Popen] = []
-    yield running
-    for process in running:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-
-
-@pytest.fixture
-def own_redis(tmp_path) -> Iterator[Path]:
-    """A dedicated embedded Redis with its AOF, for a test that restarts it."""
-    data = tmp_path / "redis-data"
-    embedded.ensure_redis(data)
-    yield data
-    embedded.stop(data)
 
 
 # --------------------------------------------------------------------------- traffic

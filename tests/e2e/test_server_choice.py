@@ -124,7 +124,7 @@ def parent_dir(tmp_path) -> Iterator[Path]:
     "parent",
     [
         pytest.param(
-            [sys.executable, "-m", "bench", "--quick", "--duration=60", "--noop-messages=200000"],
+            [sys.executable, "-m", "bench", "--quick", "--duration=60"],
             id="bench",
         ),
         pytest.param([*ORDERFLEET, "demo", "--orders", "200000"], id="demo"),

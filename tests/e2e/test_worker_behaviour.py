@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from orderfleet.models import parse_event
+from orderfleet.models import decision_id_for, parse_event
 from orderfleet.models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OutboxRow
 from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import partition_for, queue_name
@@ -160,7 +159,7 @@ def test_beat_relays_a_decision_left_unpublished(
         ORDERFLEET_OUTBOX_RELAY_AFTER="1",
         ORDERFLEET_DATA_DIR=str(tmp_path / "data"),
     )
-    decision_id = str(uuid.uuid4())
+    decision_id = decision_id_for("o-lost", 1)  # the fleet's own id: others are dead-lettered
     payload = {
         "orderId": "o-lost",
         "decisionId": decision_id,

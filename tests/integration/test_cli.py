@@ -529,7 +529,9 @@ def test_partitions_shows_the_depth_of_a_queue_nobody_consumes(run):
 
     events = [wire("LoyaltyPointsUpdated", "o-queued", n, eventId=f"e-{n}") for n in range(5)]
     publish_many(events, app=app)
-    rows = json.loads(ok(run("partitions", "--timeout", "0.5", "--json")).stdout)
+    report = json.loads(ok(run("partitions", "--timeout", "0.5", "--json")).stdout)
+    assert (report["partitions"], report["outside"]) == (8, [])
+    rows = report["queues"]
     assert [row["queue"] for row in rows] == all_queues(8)
     depths = {row["queue"]: row["depth"] for row in rows}
     queue = queue_for("o-queued", 8)
