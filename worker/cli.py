@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from orderfleet.worker.servers import BROKER, DATABASE, FLEET, Embedded, Servers, resolve_servers
-from orderfleet.worker.settings import SettingsError, load_settings
+from orderfleet.worker.settings import SettingsError, load_settings, redact
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -38,7 +38,7 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(f"orderfleet: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"orderfleet: {redact(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -704,5 +704,5 @@ def main() -> None:
     try:
         cli()
     except SettingsError as exc:
-        typer.secho(f"orderfleet: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"orderfleet: {redact(str(exc))}", fg=typer.colors.RED, err=True)
         sys.exit(2)

@@ -31,7 +31,7 @@ from orderfleet.worker.lifeline import lifeline
 from orderfleet.worker.processes import FleetProcess
 from orderfleet.worker.servers import FLEET as FLEET_SERVERS
 from orderfleet.worker.servers import Embedded, resolve_servers
-from orderfleet.worker.settings import Settings, SettingsError, load_settings
+from orderfleet.worker.settings import Settings, SettingsError, load_settings, redact
 from orderfleet.worker.workload import Workload, generate
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -119,7 +119,9 @@ def run_demo(orders: int, keep_running: bool) -> int:
             return 2
         except Exception as exc:
             console.print(
-                f"orderfleet demo failed: {type(exc).__name__}: {exc}", style="red", markup=False
+                f"orderfleet demo failed: {type(exc).__name__}: {redact(str(exc))}",
+                style="red",
+                markup=False,
             )
             return 1
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -93,6 +94,14 @@ def _boolean(name: str, raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{_ENV[name]}={raw!r}: must be true or false (1/0, yes/no, on/off)")
+
+
+_CREDENTIALS = re.compile(r"([a-zA-Z][\w+.-]*://[^/:@\s]*:)[^/\s]*@")
+
+
+def redact(text: str) -> str:
+    """text with the password of every URL in it replaced by ***."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def env_name(field_name: str) -> str:

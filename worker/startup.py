@@ -21,7 +21,7 @@ from orderfleet.worker.partition_count import check_agreement, record_partitions
 from orderfleet.worker.retries import check_visibility
 from orderfleet.worker.runtime import get_runtime, reset_runtime
 from orderfleet.worker.servers import FLEET, Embedded, locks_url_of_broker, resolve_servers
-from orderfleet.worker.settings import Settings, SettingsError
+from orderfleet.worker.settings import Settings, SettingsError, redact
 
 
 class StartupCheck(bootsteps.Step):
@@ -39,7 +39,7 @@ class StartupCheck(bootsteps.Step):
             runtime.check_schema()
             _check_broker(runtime.settings, locks_url_of_broker(servers.broker_url))
         except (SettingsError, SchemaBehind) as exc:
-            print(f"orderfleet: {exc}", file=sys.stderr, flush=True)
+            print(f"orderfleet: {redact(str(exc))}", file=sys.stderr, flush=True)
             raise SystemExit(2) from exc
         metrics.serve(runtime.settings.metrics_port)
         super().__init__(parent, **kwargs)

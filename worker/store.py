@@ -251,11 +251,11 @@ class MessageLedger:
             return
         rows = [{"queue": q, "ended": n} for q, n in sorted(counts.items())]
         stmt = insert(LedgerRow).values(rows)
-        self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["queue"], set_={"ended": LedgerRow.ended + stmt.excluded.ended}
-            )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["queue"], set_={"ended": LedgerRow.ended + stmt.excluded.ended}
         )
+        with self.session.no_autoflush:  # the version-checked order update flushes at commit
+            self.session.execute(upsert)
 
     def ended(self) -> dict[str, int]:
         rows = self.session.execute(select(LedgerRow.queue, LedgerRow.ended))

@@ -107,7 +107,7 @@ class Channel(kombu_redis.Channel):
             return
         try:
             self.client.hincrby(self.global_keyprefix + TAKEN_KEY, queue, 1)
-        except self.connection_errors as exc:  # never at the cost of the message itself
+        except Exception as exc:  # never at the cost of the message itself
             log.warning("message ledger: not counted as taken from %s (%s)", queue, exc)
 
 

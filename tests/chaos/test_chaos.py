@@ -136,10 +136,14 @@ def state(sessions, client: redis.Redis, prefix: str) -> str:
         reasons = s.execute(
             select(DeadLetterRow.reason, func.count()).group_by(DeadLetterRow.reason)
         ).all()
+        first = s.scalar(select(DeadLetterRow.error).order_by(DeadLetterRow.id).limit(1))
     depths = [client.llen(f"{prefix}{queue_name(p)}") for p in range(PARTITIONS)]
     unacked = client.hlen(f"{prefix}unacked")
     letters = dict(reasons)
-    return f"ledger {ledger(sessions)}, dead letters {letters}, queues {depths}, unacked {unacked}"
+    return (
+        f"ledger {ledger(sessions)}, dead letters {letters} (first: {first!r}), "
+        f"queues {depths}, unacked {unacked}"
+    )
 
 
 def assert_exact(sessions, sent: Sent, extra_deliveries: int = 0) -> tuple[int, int, int]:
