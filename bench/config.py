@@ -63,7 +63,7 @@ HELP = {
     "producers": "producer processes that enqueue the backlog of (b)",
     "partitions": "orderfleet partitions (ORDERFLEET_PARTITIONS of the fleet)",
     "seed": "seed of the generated traffic",
-    "wait_quiet": "before each measurement, wait up to this many s for the CPU to be under a tenth busy",
+    "wait_quiet": "seconds to wait before each measurement for the CPU to be quiet",
     "quick": "short smoke run: 1 run, seconds-long windows, small backlogs",
     "data_dir": "data dir of the embedded servers (used when no ORDERFLEET_* URL is set)",
     "output": "JSON file to write (default bench/results/<timestamp>.json)",

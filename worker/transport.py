@@ -64,7 +64,9 @@ class Channel(kombu_redis.Channel):
             return True
         finally:
             self._in_poll = None
-            self._flush_brpop_reauth()
+            flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
+            if flush is not None:
+                flush()
 
     def _envelope(self, item: bytes | str) -> dict[str, Any]:
         """The parsed envelope, or NotAMessage saying what is wrong with it."""
