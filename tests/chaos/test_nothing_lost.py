@@ -32,6 +32,8 @@ from orderfleet.models.tables import (
 from orderfleet.worker import embedded
 from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
+from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.settings import load_settings
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -415,9 +417,8 @@ def test_a_transaction_left_open_blocks_its_order_for_seconds_not_forever(
         order = "frozen-1"
         send_event(client, key_prefix, created(order))
         wait_for(lambda: ledger(sessions)[0] == 1, 30, "the order to exist")
-        options = "-c lock_timeout=500 -c idle_in_transaction_session_timeout=3000"
-        frozen = create_engine(database_url, connect_args={"options": options})
-        conn = frozen.connect()
+        peer = Runtime(load_settings(env))  # a fleet process's own database sessions
+        conn = peer.engine.connect()
         conn.execute(text("SELECT 1 FROM orders WHERE order_id = :o FOR UPDATE"), {"o": order})
         held_at = time.monotonic()  # now idle in transaction, as a SIGSTOPped worker would be
         payment = {
@@ -434,7 +435,7 @@ def test_a_transaction_left_open_blocks_its_order_for_seconds_not_forever(
         with pytest.raises(Exception, match="server closed the connection"):
             conn.execute(text("SELECT 1"))
         conn.close()
-        frozen.dispose()
+        peer.close()
         assert 2.5 <= waited <= 20
         assert ledger(sessions) == (2, 2, 0)
     finally:
