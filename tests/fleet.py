@@ -25,6 +25,18 @@ from sqlalchemy.orm import Session, sessionmaker
 T0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
 
 
+ORDERFLEET = [sys.executable, "-m", "orderfleet.worker"]  # the `orderfleet` command
+
+
+def run_orderfleet(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`orderfleet ARGS` run to its end: exit code, stdout and stderr as text."""
+    return subprocess.run(
+        [*ORDERFLEET, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def broker_url_for(redis_url: str) -> str:
     """Celery's form of a Redis URL (unix sockets are redis+socket:// for kombu)."""
     if redis_url.startswith("unix://"):

@@ -25,7 +25,7 @@ from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import queue_name
 from sqlalchemy import create_engine, func, select, text
 
-from tests.fleet import Fleet, kill_with_a_message_in_hand, ledger, wait_for
+from tests.fleet import ORDERFLEET, Fleet, kill_with_a_message_in_hand, ledger, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -70,9 +70,7 @@ def start_traffic(fleet: Fleet, producers: list, name: str, *args: str) -> Traff
     report = fleet.log_dir / f"{name}.json"
     fleet.log_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable,
-        "-m",
-        "orderfleet.worker",
+        *ORDERFLEET,
         "simulate",
         "--json",
         "--out",

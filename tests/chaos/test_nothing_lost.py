@@ -39,7 +39,15 @@ from sqlalchemy.engine import make_url
 
 from tests.chaos.test_chaos import Sent, assert_exact, check, settle, start_traffic, traffic
 from tests.e2e.test_fleet import assert_converged
-from tests.fleet import Fleet, deliveries_of, fleet_env, ledger, order_traffic, wait_for
+from tests.fleet import (
+    Fleet,
+    deliveries_of,
+    fleet_env,
+    ledger,
+    order_traffic,
+    run_orderfleet,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -280,24 +288,12 @@ def test_another_partition_count_is_refused_and_stray_queues_are_shown(
     )
     assert done.returncode == 1
     assert "ORDERFLEET_PARTITIONS=32, but the fleet on this broker runs 8 partitions" in done.stderr
-    worker = subprocess.run(
-        [sys.executable, "-m", "orderfleet.worker", "worker", "--partitions", "0-31"],
-        env=env32,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    worker = run_orderfleet("worker", "--partitions", "0-31", env=env32)
     assert worker.returncode == 2
     assert "runs 8 partitions" in worker.stderr
     stray = "orderfleet.p020"
     push(client, key_prefix, stray, envelope("orderfleet.events.order_created", b"[]", stray))
-    shown = subprocess.run(
-        [sys.executable, "-m", "orderfleet.worker", "partitions", "--json", "--timeout", "0.5"],
-        env=fleet.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shown = run_orderfleet("partitions", "--json", "--timeout", "0.5", env=fleet.env)
     assert shown.returncode == 1
     report = json.loads(shown.stdout)
     assert report["recorded"] == 8
@@ -472,13 +468,7 @@ def test_bad_decisions_are_dead_lettered_and_secrets_are_not_printed(
         assert s.scalar(select(func.count()).select_from(DecisionDeliveryRow)) == 0
     secret = "s3cret-pw"
     env = {**fleet.env, "ORDERFLEET_BROKER_URL": f"amqp://user:{secret}@127.0.0.1:1//"}
-    shown = subprocess.run(
-        [sys.executable, "-m", "orderfleet.worker", "partitions"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    shown = run_orderfleet("partitions", env=env)
     assert shown.returncode != 0
     assert secret not in shown.stdout + shown.stderr
     config = client.config_get("appendonly") | client.config_get("save")
@@ -577,13 +567,7 @@ def test_database_and_redis_faults_under_traffic_lose_nothing(
         logged, deliveries, _ = assert_exact(sessions, sent, extra_deliveries=sent.valid)
         last = check(fleet, run.out)
         wait_for(lambda: undelivered_decisions(sessions) == 0, 60, "every decision delivered")
-        accounts = subprocess.run(
-            [sys.executable, "-m", "orderfleet.worker", "ledger", "--json"],
-            env=fleet.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        accounts = run_orderfleet("ledger", "--json", env=fleet.env)
         assert accounts.returncode == 0, accounts.stderr
         rows = json.loads(accounts.stdout)
         locks = redis.Redis.from_url(locks_url)

@@ -14,12 +14,11 @@ import psutil
 import pytest
 from orderfleet.worker.lifeline import guarded_popen
 
-from tests.fleet import broker_url_for
+from tests.fleet import ORDERFLEET, broker_url_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDERFLEET = [sys.executable, "-m", "orderfleet.worker"]
 GONE_WITHIN = 10.0
 
 

@@ -15,7 +15,7 @@ from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import partition_for, queue_name
 from sqlalchemy import func, select
 
-from tests.fleet import order_traffic, wait_for
+from tests.fleet import order_traffic, run_orderfleet, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -53,13 +53,7 @@ def test_every_calling_style_lands_on_the_partition_queue(fleet, redis_server_ur
 
 def test_start_up_refuses_a_visibility_timeout_a_retry_could_reach(fleet):
     env = {**fleet.env, "ORDERFLEET_VISIBILITY_TIMEOUT": "3", "ORDERFLEET_RETRY_BACKOFF_MAX": "2"}
-    cli = subprocess.run(
-        [sys.executable, "-m", "orderfleet.worker", "worker", "--partitions", "0-1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    cli = run_orderfleet("worker", "--partitions", "0-1", env=env)
     assert cli.returncode == 2
     assert "ORDERFLEET_VISIBILITY_TIMEOUT=3 is too small" in cli.stderr
     plain = subprocess.run(

@@ -17,7 +17,7 @@ from orderfleet.worker.routing import queue_name
 from orderfleet.worker.simulate import BURST_SECONDS, Pacer, SimulateOptions, plan, shares
 from sqlalchemy import func, select, text
 
-from tests.fleet import Fleet, fleet_env, ledger, wait_for
+from tests.fleet import ORDERFLEET, Fleet, fleet_env, ledger, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -151,9 +151,7 @@ def test_rate_limit_holds_within_ten_percent(
     orders = rate * 3 // 5  # about 4 s of traffic
     args = ["--orders", str(orders), "--rate", str(rate), "--producers", str(producers)]
     command = [
-        sys.executable,
-        "-m",
-        "orderfleet.worker",
+        *ORDERFLEET,
         "simulate",
         "--json",
         *args,
