@@ -15,7 +15,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 from orderfleet.worker import metrics
-from orderfleet.worker.pipeline import Handled, Retryable, dead_letter
+from orderfleet.worker.pipeline import Handled, Retryable, dead_letter, queue_of
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.runtime import Runtime, get_runtime
 
@@ -31,8 +31,7 @@ class DurableTask(Task):
     @property
     def queue(self) -> str | None:
         """The queue the message in hand came from (the message ledger counts by queue)."""
-        info = self.request.delivery_info or {}
-        return info.get("routing_key")
+        return queue_of(self.request)
 
     def end_durably(self, subject: Any, work: Callable[[Runtime], Handled]) -> Handled:
         """Run `work`; any failure to commit an outcome becomes a retry, never an ack."""

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from orderfleet.worker.servers import BROKER, DATABASE, FLEET, Embedded, Servers, resolve_servers
-from orderfleet.worker.settings import SettingsError, load_settings, redact
+from orderfleet.worker.settings import Settings, SettingsError, load_settings, redact
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
     from orderfleet.worker.runtime import Runtime
     from orderfleet.worker.simulate import SimulationReport
@@ -297,6 +299,24 @@ def checked_runtime(needs: Collection[str] = (DATABASE,)) -> Runtime:
     except OperationalError as exc:
         fail(f"cannot reach the database: {exc.orig}")
     return runtime
+
+
+@contextmanager
+def broker_client(settings: Settings) -> Iterator[redis.Redis]:
+    """A redis-py client on the Redis broker; a bad URL or a lost broker ends the command."""
+    import redis
+    from orderfleet.worker import ops
+
+    try:
+        client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        yield client
+    except redis.RedisError as exc:
+        fail(f"cannot reach the broker: {exc}")
+    finally:
+        client.close()
 
 
 def celery_app() -> Celery:
@@ -600,27 +620,18 @@ def partitions(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Depth and consumers of every queue; exit 1 when messages wait outside the fleet's P."""
-    import redis
     from orderfleet.worker import ops
     from orderfleet.worker.partition_count import record_partitions, recorded_partitions
 
     use_servers([BROKER], Embedded.ATTACH)
     settings = load_settings()
-    try:
-        client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
-    except ValueError as exc:
-        fail(str(exc))
     prefix = settings.broker_prefix
-    try:
+    with broker_client(settings) as client:
         if record:
             record_partitions(client, prefix, settings.partitions, force=True)
         recorded = recorded_partitions(client, prefix)
         depths = ops.partition_depths(client, prefix, settings.partitions)
         stray = ops.stray_partition_queues(client, prefix, settings.partitions)
-    except redis.RedisError as exc:
-        fail(f"cannot reach the broker: {exc}")
-    finally:
-        client.close()
     rows = ops.partition_report(depths, ops.queue_consumers(celery_app(), timeout))
     if json_output:
         print_json(
@@ -652,18 +663,12 @@ def partitions(
 @cli.command()
 def ledger(json_output: bool = JSON_OPTION) -> None:
     """Messages taken from the broker against outcomes committed, per queue; exit 1 on a loss."""
-    import redis
     from orderfleet.worker import ops
 
     runtime = checked_runtime((DATABASE, BROKER))
     settings = runtime.settings
-    try:
-        client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
+    with broker_client(settings) as client:
         rows = ops.message_ledger(client, settings.broker_prefix, runtime.sessions)
-    except ValueError as exc:
-        fail(str(exc))
-    except redis.RedisError as exc:
-        fail(f"cannot reach the broker: {exc}")
     if json_output:
         print_json(rows)
     else:

@@ -79,12 +79,11 @@ def dead_letter_internal_error(
 
     Only a written dead letter lets the message be acknowledged (worker/request.py).
     """
-    from orderfleet.worker.pipeline import dead_letter
+    from orderfleet.worker.pipeline import dead_letter, queue_of
 
     name = getattr(sender, "name", None)
     error = f"malformed task message: {type(exception).__name__}: {exception}"
-    queue = (getattr(request, "delivery_info", None) or {}).get("routing_key")
-    dead_letter(get_runtime(), "invalid_task", error, [args, kwargs], name, queue)
+    dead_letter(get_runtime(), "invalid_task", error, [args, kwargs], name, queue_of(request))
     if task_id is not None:
         ended_outside_the_task(task_id)
 
@@ -128,11 +127,11 @@ def _bound_eta(message: Any) -> None:
 
 def _record(message: Any, reason: str, error: str) -> bool:
     """Write the dead letter; on failure put the message back for a later try."""
-    from orderfleet.worker.pipeline import dead_letter
+    from orderfleet.worker.pipeline import dead_letter, queue_of
 
     try:
-        queue = (getattr(message, "delivery_info", None) or {}).get("routing_key")
-        dead_letter(get_runtime(), reason, error, _raw_body(message), _task_name(message), queue)
+        raw, name = _raw_body(message), _task_name(message)
+        dead_letter(get_runtime(), reason, error, raw, name, queue_of(message))
     except Exception:
         log.exception("could not dead-letter a %s message; re-queued", reason)
         message.reject(requeue=True)

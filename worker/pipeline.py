@@ -82,8 +82,8 @@ def _apply_locked(
         runtime.redis, event.order_id, prefix=s.lock_prefix, lease=s.lock_lease, wait=s.lock_wait
     ):
         raw = message if isinstance(message, dict) else None
-        uow = runtime.unit_of_work()
-        outcome = apply_event(uow, event, runtime.now(), raw, task_name, queue)
+        uow, now = runtime.unit_of_work(), runtime.now()
+        outcome = apply_event(uow, event, now, raw, task_name, queue)
         if outcome.decision is not None:
             publish_after_commit(app, runtime, [outcome.decision])
     return Handled(outcome.status, outcome.reason, outcome)
@@ -93,6 +93,12 @@ def _is_transient_db_error(exc: DBAPIError) -> bool:
     """Connection-level failures and serialization/deadlock errors are worth a retry."""
     code = getattr(exc.orig, "pgcode", None) or ""
     return code.startswith(("08", "57P", "40")) or "server closed the connection" in str(exc)
+
+
+def queue_of(carrier: Any) -> str | None:
+    """The queue a message (or a task request) came from: its delivery_info routing key."""
+    info = getattr(carrier, "delivery_info", None)
+    return info.get("routing_key") if isinstance(info, dict) else None
 
 
 def dead_letter(

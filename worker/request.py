@@ -16,7 +16,7 @@ from billiard.exceptions import WorkerLostError
 from celery.exceptions import Ignore, Reject, Retry, Terminated
 from celery.worker.request import Request
 from celery.worker.state import task_ready
-from orderfleet.worker.pipeline import dead_letter
+from orderfleet.worker.pipeline import dead_letter, queue_of
 from orderfleet.worker.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ def _dead_letter_unrun(request: Request, expired: bool) -> bool:
     try:
         kwargs = request.kwargs if isinstance(request.kwargs, dict) else {}
         message = kwargs.get("event", kwargs.get("decision", [request.args, request.kwargs]))
-        queue = (request.delivery_info or {}).get("routing_key")
-        dead_letter(get_runtime(), reason, error, message, request.name, queue)
+        dead_letter(get_runtime(), reason, error, message, request.name, queue_of(request))
     except Exception:
         log.exception(
             "could not dead-letter the %s task %s; put back on its queue", reason, request.id

@@ -9,7 +9,6 @@ from orderfleet.worker.servers import (
     BROKER,
     DATABASE,
     FLEET,
-    LOCKS,
     Embedded,
     Servers,
     locks_url_of_broker,
@@ -88,4 +87,3 @@ def test_environ_names_each_url_by_its_variable():
         "ORDERFLEET_REDIS_URL": "unix:///s",
         "ORDERFLEET_DATABASE_URL": DB_URL,
     }
-    assert LOCKS in FLEET
