@@ -1,60 +1,34 @@
-"""The five event tasks: thin wrappers over the apply pipeline (retries in tasks/base.py)."""
+"""The event tasks: per-event messages (`event`) and bulk messages (`events`).
+
+A worker does not run these bodies message by message: the tasks' strategy gathers a
+partition's messages into batches (worker/batching.py) and applies them together
+(worker/batch.py). The bodies apply one message the same way, for a direct call (`apply`).
+"""
 
 from __future__ import annotations
 
-import logging
-import time
-import traceback
 from typing import Any
 
-import redis
 from orderfleet.tasks.base import DurableTask
-from orderfleet.worker import metrics
+from orderfleet.worker.batch import Received, apply_batch
 from orderfleet.worker.celery_app import app
-from orderfleet.worker.pipeline import Handled, Retryable, dead_letter, handle_event_message
-from orderfleet.worker.runtime import Runtime, get_runtime
-from sqlalchemy.exc import DBAPIError
-
-log = logging.getLogger(__name__)
-_NO_EVENT = object()
-# Failures of the servers, not of the event: retried (a bug in the event's handling is not).
-ENVIRONMENTAL = (DBAPIError, redis.RedisError, OSError)
+from orderfleet.worker.routing import BATCH_TASK
+from orderfleet.worker.runtime import get_runtime
 
 
 class EventTask(DurableTask):
-    """Applies the `event` keyword argument; every message ends somewhere, none is lost."""
+    """Applies the events of a message; every message ends somewhere, none is lost."""
+
+    Strategy = "orderfleet.worker.batching:strategy"
 
     def apply_message(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """Parse, apply, map the outcome: applied, duplicate or dead_lettered."""
-        started = time.perf_counter()
-        message = kwargs.pop("event", args[0] if len(args) == 1 else _NO_EVENT)
-        subject = [args, kwargs] if message is _NO_EVENT else message
-        handled = self.end_durably(subject, lambda rt: self._end(rt, message, args, kwargs))
+        """Apply one message's events: a batch of one message."""
         runtime = get_runtime()
-        elapsed = time.perf_counter() - started
-        stats_key = runtime.settings.stats_key
-        metrics.record_end(runtime.redis, stats_key, handled.status, handled.reason, elapsed)
-        if handled.outcome is not None and handled.outcome.decision is not None:
-            metrics.record_decision(handled.outcome.decision.outcome)
-        return handled.status
-
-    def _end(
-        self, runtime: Runtime, message: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Handled:
-        """Apply the message or dead-letter it; raises when neither could be committed."""
-        if message is _NO_EVENT or kwargs or len(args) > 1:
-            error = "task arguments: expected exactly one keyword argument `event`"
-            return dead_letter(
-                runtime, "invalid_message", error, [args, kwargs], self.name, self.queue
-            )
-        try:
-            return handle_event_message(app, runtime, self.name, message, self.queue)
-        except (Retryable, *ENVIRONMENTAL):
-            raise
-        except Exception as exc:
-            log.exception("unexpected failure applying an event")
-            error = "".join(traceback.format_exception_only(exc)).strip()
-            return dead_letter(runtime, "internal_error", error, message, self.name, self.queue)
+        end = apply_batch(app, runtime, [Received(self.name, args, kwargs, self.queue)])[0]
+        if end.ended:
+            return ", ".join(f"{k}={v}" for k, v in sorted(end.counts.items()))
+        cause = end.cause or RuntimeError("not ended")
+        return self.retry_or_give_up(runtime, cause, kwargs.get("event", [args, kwargs])).status
 
 
 @app.task(bind=True, base=EventTask, name="orderfleet.events.order_created")
@@ -79,4 +53,10 @@ def shipping_calculated(self: EventTask, *args: Any, **kwargs: Any) -> str:
 
 @app.task(bind=True, base=EventTask, name="orderfleet.events.loyalty_points_updated")
 def loyalty_points_updated(self: EventTask, *args: Any, **kwargs: Any) -> str:
+    return self.apply_message(args, kwargs)
+
+
+@app.task(bind=True, base=EventTask, name=BATCH_TASK)
+def batch(self: EventTask, *args: Any, **kwargs: Any) -> str:
+    """A bulk message: keyword argument `events`, 1 to 1,000 events of one partition."""
     return self.apply_message(args, kwargs)

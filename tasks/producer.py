@@ -17,13 +17,22 @@ from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.utils.functional import retry_over_time
 from orderfleet.models import Envelope, Event, parse_event
+from orderfleet.models.wire import dumps
 from orderfleet.worker.celery_app import app as default_app
 from orderfleet.worker.partition_count import check_agreement, recorded_partitions
-from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
+from orderfleet.worker.routing import (
+    BATCH_TASK,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    TASK_FOR_TYPE,
+    partition_for,
+    queue_name,
+)
 from orderfleet.worker.servers import BROKER, Embedded, locks_url_of_broker, resolve_servers
 from orderfleet.worker.settings import Settings, load_settings
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 1000  # messages per pipelined publish
+BULK_HEADROOM = 4096  # bytes of a bulk message's body that are not its events
 BROKER_ERRORS = (OperationalError, BatchPublishError)
 
 log = logging.getLogger(__name__)
@@ -46,17 +55,22 @@ def publish(
     event: Mapping[str, Any] | str | bytes | Envelope, *, app: Celery | None = None
 ) -> PublishReceipt:
     """Validate (raises InvalidEvent before anything is sent), route and send one event."""
-    return publish_many([event], app=app)[0]
+    return publish_many([event], app=app, bulk=False)[0]
 
 
 def publish_many(
     events: Iterable[Mapping[str, Any] | str | bytes | Envelope],
     *,
     app: Celery | None = None,
+    bulk: bool = True,
     retry_policy: Mapping[str, Any] | None = None,
     on_retry: Callable[[Exception, int], None] | None = None,
 ) -> list[PublishReceipt]:
     """Validate every event first, then send them pipelined on one connection.
+
+    `bulk` (the default): the events of each partition go in bulk messages
+    (`orderfleet.events.batch`, up to 1,000 events and 1 MiB each); otherwise one message per
+    event, as `publish` sends.
 
     A pipelined batch that fails on a broker connection error is re-sent whole (its delivery
     is uncertain; events deduplicate by eventId), under `retry_policy` (kombu's max_retries,
@@ -78,8 +92,9 @@ def publish_many(
             on_retry(exc, retries + 1)
         return next(intervals)
 
+    send = _send_bulk if bulk else _send_all
     return retry_over_time(
-        _send_all, BROKER_ERRORS, args=(app, parsed, partitions), errback=errback, **policy
+        send, BROKER_ERRORS, args=(app, parsed, partitions), errback=errback, **policy
     )
 
 
@@ -123,6 +138,64 @@ def _send(app: Celery, producer: Any, event: Event, partitions: int) -> PublishR
     return PublishReceipt(
         event.event_id, event.order_id, event.event_type, task_name, partition, queue, result.id
     )
+
+
+def _send_bulk(app: Celery, parsed: list[Event], partitions: int) -> list[PublishReceipt]:
+    """The events grouped by partition into bulk messages, in order within each partition."""
+    by_queue: dict[int, list[Event]] = {}
+    for event in parsed:
+        by_queue.setdefault(partition_for(event.order_id, partitions), []).append(event)
+    receipts: dict[str, PublishReceipt] = {}
+    with app.producer_or_acquire() as producer, _batch(producer):
+        for partition, events in by_queue.items():
+            for chunk, wires in _chunks(events):
+                _send_chunk(app, producer, partition, chunk, wires, receipts)
+    return [receipts[event.event_id] for event in parsed]
+
+
+def _chunks(events: list[Event]) -> Iterator[tuple[list[Event], list[dict[str, Any]]]]:
+    """Runs of at most MAX_BATCH_EVENTS events whose message stays within MAX_BATCH_BYTES."""
+    chunk: list[Event] = []
+    wires: list[dict[str, Any]] = []
+    size = BULK_HEADROOM
+    for event in events:
+        wire = event.to_wire()
+        length = len(dumps(wire).encode("utf-8")) + 1
+        if chunk and (len(chunk) == MAX_BATCH_EVENTS or size + length > MAX_BATCH_BYTES):
+            yield chunk, wires
+            chunk, wires, size = [], [], BULK_HEADROOM
+        chunk.append(event)
+        wires.append(wire)
+        size += length
+    if chunk:
+        yield chunk, wires
+
+
+def _send_chunk(
+    app: Celery,
+    producer: Any,
+    partition: int,
+    chunk: list[Event],
+    wires: list[dict[str, Any]],
+    receipts: dict[str, PublishReceipt],
+) -> None:
+    queue = queue_name(partition)
+    result = app.send_task(
+        BATCH_TASK,
+        kwargs={"events": wires},
+        queue=queue,
+        routing_key=queue,
+        producer=producer,
+        kwargsrepr=f"{{'events': {len(wires)}, 'orders': {len({e.order_id for e in chunk})}}}",
+    )
+    for event in chunk:
+        receipts[event.event_id] = PublishReceipt(
+            *_ids(event), BATCH_TASK, partition, queue, result.id
+        )
+
+
+def _ids(event: Event) -> tuple[str, str, str]:
+    return event.event_id, event.order_id, event.event_type
 
 
 def _batch(producer: Any) -> AbstractContextManager[Any]:

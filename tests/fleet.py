@@ -82,13 +82,16 @@ class Fleet:
         for process in self.processes:
             process.stop(timeout=20)
 
-    def publish(self, events: Iterable[dict[str, Any]], name: str) -> subprocess.Popen[bytes]:
-        """A producer process: `orderfleet publish` of a JSON Lines file."""
+    def publish(
+        self, events: Iterable[dict[str, Any]], name: str, *options: str
+    ) -> subprocess.Popen[bytes]:
+        """A producer process: `orderfleet publish [OPTIONS]` of a JSON Lines file."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_dir / f"{name}.jsonl"
         path.write_text("".join(json.dumps(e) + "\n" for e in events))
         log = (self.log_dir / f"{name}.log").open("wb")
         return guarded_popen(
-            [sys.executable, "-m", "orderfleet.worker", "publish", str(path)],
+            [sys.executable, "-m", "orderfleet.worker", "publish", *options, str(path)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

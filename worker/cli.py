@@ -88,7 +88,7 @@ def worker(
     decisions: bool = typer.Option(False, help="Consume the decisions and maintenance queues."),
     loglevel: str = typer.Option(None, help="Log level (default ORDERFLEET_LOG_LEVEL)."),
 ) -> None:
-    """Run one single-threaded consumer (solo pool, prefetch 1, late ack) for some queues."""
+    """Run one single-threaded consumer (solo pool, late ack; batches) for some queues."""
     try:
         queues, name = worker_queues(partitions, index, of, decisions)
         settings = load_settings()
@@ -104,7 +104,8 @@ def worker(
         "worker",
         "--pool=solo",
         "--concurrency=1",
-        "--prefetch-multiplier=1",
+        # A partition worker's prefetch covers a batch (worker/batching.py); decisions: one.
+        f"--prefetch-multiplier={1 if decisions else settings.flush_size}",
         f"--queues={','.join(queues)}",
         f"--hostname={name}.%h.{_pid()}",
         f"--loglevel={loglevel or settings.log_level}",
@@ -148,6 +149,9 @@ def db_upgrade() -> None:
 def publish(
     path: Path = typer.Argument(..., help="JSON Lines file of events ('-' for stdin)."),
     batch: int = typer.Option(1000, help="Events validated and sent per pipelined batch."),
+    bulk: bool = typer.Option(
+        True, "--bulk/--per-event", help="Bulk messages by partition, or one message per event."
+    ),
 ) -> None:
     """Validate and publish events from a JSON Lines file (all are checked before any is sent)."""
     from orderfleet import publish_many
@@ -163,7 +167,7 @@ def publish(
                 fail(f"line {number}: {exc}")
     use_servers([BROKER], Embedded.ATTACH)
     for start in range(0, len(events), batch):
-        publish_many(events[start : start + batch])
+        publish_many(events[start : start + batch], bulk=bulk)
     typer.echo(f"published {len(events)} events")
 
 

@@ -328,7 +328,7 @@ def _publish(workload: Workload, progress: Progress) -> dict[str, datetime]:
         chunk = workload.deliveries[start : start + PUBLISH_CHUNK]
         now = datetime.now(UTC)
         valid = [w for w in chunk if w.get("eventId") not in invalid_ids]
-        for receipt in publish_many(valid):
+        for receipt in publish_many(valid, bulk=False):  # per-event, like the services
             sent.setdefault(receipt.event_id, now)
         for wire in chunk:
             if wire.get("eventId") in invalid_ids:

@@ -114,7 +114,35 @@ def dead_letter(
     Raises Retryable when the database connection is lost, so the message is tried again
     instead of being misfiled or dropped.
     """
-    letter = DeadLetter(
+    letter = letter_for(reason, error, message, task_name)
+    with transient_as_retryable(), runtime.unit_of_work() as uow:
+        uow.dead_letters.add(letter, runtime.now())
+        uow.ledger.count_ends([queue])
+        uow.commit()
+    log.warning("dead letter (%s) from %s: %s", reason, task_name, error[:500])
+    return Handled("dead_lettered", reason)
+
+
+def dead_letter_all(
+    runtime: Runtime,
+    reason: str,
+    error: str,
+    raws: list[Any],
+    task_name: str | None,
+    queue: str | None,
+) -> None:
+    """Dead-letter every event of one message, and end the message, in one transaction."""
+    with transient_as_retryable(), runtime.unit_of_work() as uow:
+        for raw in raws:
+            uow.dead_letters.add(letter_for(reason, error, raw, task_name), runtime.now())
+        uow.ledger.count_ends([queue])
+        uow.commit()
+    log.warning("%d dead letters (%s) from %s: %s", len(raws), reason, task_name, error[:500])
+
+
+def letter_for(reason: str, error: str, message: Any, task_name: str | None) -> DeadLetter:
+    """The dead letter of a message (or one event of it), with the ids it names if any."""
+    return DeadLetter(
         reason=reason,
         error=error,
         raw=raw_text(message),
@@ -122,12 +150,6 @@ def dead_letter(
         order_id=event_order_id(message),
         event_id=_event_id_of(message),
     )
-    with transient_as_retryable(), runtime.unit_of_work() as uow:
-        uow.dead_letters.add(letter, runtime.now())
-        uow.ledger.count_ends([queue])
-        uow.commit()
-    log.warning("dead letter (%s) from %s: %s", reason, task_name, error[:500])
-    return Handled("dead_lettered", reason)
 
 
 def _event_id_of(message: Any) -> str | None:

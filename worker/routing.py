@@ -17,6 +17,9 @@ MAINTENANCE_TASK_PREFIX = "orderfleet.maintenance."
 DECISIONS_QUEUE = "orderfleet.decisions"
 MAINTENANCE_QUEUE = "orderfleet.maintenance"
 _MASK = (1 << 64) - 1
+BATCH_TASK = "orderfleet.events.batch"  # bulk message: keyword argument `events`, a list
+MAX_BATCH_EVENTS = 1000
+MAX_BATCH_BYTES = 1024 * 1024  # a bulk message's body, at most
 
 TASK_FOR_TYPE = {  # eventType -> the event task that applies it
     "OrderCreated": "orderfleet.events.order_created",
@@ -104,6 +107,11 @@ def event_order_id(event: Any) -> str | None:
 
 def route_for(name: str, kwargs: Mapping[str, Any] | None, partitions: int) -> str | None:
     """The queue of a task by name; event tasks go to their order's partition."""
+    if name == BATCH_TASK:
+        events = (kwargs or {}).get("events")
+        first = events[0] if isinstance(events, list) and events else None
+        order_id = event_order_id(first)
+        return queue_for(order_id, partitions) if order_id else queue_name(0)
     if name.startswith(EVENT_TASK_PREFIX):
         order_id = event_order_id((kwargs or {}).get("event"))
         return queue_for(order_id, partitions) if order_id else queue_name(0)

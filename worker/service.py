@@ -66,8 +66,19 @@ def apply_event(
     return apply_events(uow, [Incoming(event, raw, task_name, queue)], now)[0]
 
 
-def apply_events(uow: UnitOfWork, batch: Sequence[Incoming], now: datetime) -> list[ApplyOutcome]:
-    """Apply many events of many orders in one transaction; raises VersionConflict to retry."""
+def apply_events(
+    uow: UnitOfWork,
+    batch: Sequence[Incoming],
+    now: datetime,
+    *,
+    letters: Sequence[DeadLetter] = (),
+    ended: Iterable[str | None] | None = None,
+) -> list[ApplyOutcome]:
+    """Apply many events of many orders in one transaction, with the batch's dead letters.
+
+    `ended` names the queue of every message this commit ends (default: one per event).
+    Raises VersionConflict, naming the orders another writer changed, to retry.
+    """
     with uow:
         firsts = _first_occurrences(batch)
         hashes = {eid: content_hash(item.event) for eid, item in firsts.items()}
@@ -81,7 +92,9 @@ def apply_events(uow: UnitOfWork, batch: Sequence[Incoming], now: datetime) -> l
         outcomes = [_classify(item, firsts, hashes, new_ids, logged) for item in batch]
         decided = _fold(uow, [firsts[eid] for eid in firsts if eid in new_ids], now)
         _record_rejects(uow, batch, outcomes, now)
-        uow.ledger.count_ends(item.queue for item in batch)
+        for letter in letters:
+            uow.dead_letters.add(letter, now)
+        uow.ledger.count_ends([item.queue for item in batch] if ended is None else ended)
         uow.commit()
     return [_with_decision(outcome, decided) for outcome in outcomes]
 

@@ -40,11 +40,19 @@ class Settings:
     metrics_port: int | None = None
     log_level: str = "INFO"
     task_events: bool = True
+    batching: bool = True
+    batch_size: int = 100
+    batch_interval: float = 0.05
     ready_file: Path | None = None
 
     @property
     def lock_prefix(self) -> str:
         return f"{self.key_prefix}lock:"
+
+    @property
+    def flush_size(self) -> int:
+        """Events a partition worker applies in one transaction at most (1: unbatched)."""
+        return self.batch_size if self.batching else 1
 
     @property
     def stats_key(self) -> str:
@@ -67,7 +75,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(_ENV[field.name])
         if raw is not None and raw != "":
             values[field.name] = _convert(field.name, field.type, raw)
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_batching(settings)
+    return settings
+
+
+def _check_batching(settings: Settings) -> None:
+    if not 1 <= settings.batch_size <= 1000:
+        raise SettingsError(f"{_ENV['batch_size']}={settings.batch_size}: must be 1 to 1000")
+    if not 0 < settings.batch_interval <= 1:
+        raise SettingsError(
+            f"{_ENV['batch_interval']}={settings.batch_interval}: must be above 0 and at most 1 s"
+        )
 
 
 def _convert(name: str, kind: object, raw: str) -> object:

@@ -338,7 +338,8 @@ def _send_batch(batch: list[Send], report: ProducerReport) -> None:
 
     valid = [s.wire for s in batch if not s.invalid]
     if valid:
-        receipts = publish_many(valid, retry_policy=PUBLISH_RETRY, on_retry=retried)
+        # One message per event, as the services it simulates send them.
+        receipts = publish_many(valid, bulk=False, retry_policy=PUBLISH_RETRY, on_retry=retried)
         report.event_ids += [r.event_id for r in receipts]
         report.valid += len(valid)
     for send in batch:

@@ -15,6 +15,7 @@ import sys
 import redis
 from celery import bootsteps, signals
 from orderfleet.worker import exact_json, metrics, transport
+from orderfleet.worker.batching import RequeueGathered
 from orderfleet.worker.celery_app import app
 from orderfleet.worker.db import SchemaBehind
 from orderfleet.worker.partition_count import check_agreement, record_partitions
@@ -77,6 +78,7 @@ log = logging.getLogger(__name__)
 transport.install()  # bytes that are not a message are dead-lettered, not fatal
 exact_json.install()  # JSON numbers stay exact (money from producers in any language)
 app.steps["worker"].add(StartupCheck)
+app.steps["consumer"].add(RequeueGathered)
 
 
 @signals.worker_process_init.connect

@@ -18,6 +18,7 @@ from orderfleet.models.tables import (
     OrderRow,
     OutboxRow,
 )
+from orderfleet.models.wire import dumps
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +27,11 @@ from sqlalchemy.orm.exc import StaleDataError
 
 
 class VersionConflict(Exception):
-    """Another writer changed the order first; the caller retries."""
+    """Another writer changed an order first; the caller retries (the named orders, if known)."""
+
+    def __init__(self, message: str, order_ids: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.order_ids = frozenset(order_ids)
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,13 @@ class EventLog:
         return {event_id: digest for event_id, digest in self.session.execute(stmt)}
 
     def count_redelivery(self, event_ids: Iterable[str]) -> None:
-        ids = list(event_ids)
-        if ids:
+        """One more delivery per occurrence (an event may come twice in one batch)."""
+        by_times: dict[int, list[str]] = {}
+        for event_id, times in Counter(event_ids).items():
+            by_times.setdefault(times, []).append(event_id)
+        for times, ids in sorted(by_times.items()):
             stmt = update(EventRow).where(EventRow.event_id.in_(ids))
-            self.session.execute(stmt.values(deliveries=EventRow.deliveries + 1))
+            self.session.execute(stmt.values(deliveries=EventRow.deliveries + times))
 
     def raw_events(self, order_id: str) -> list[dict[str, Any]]:
         stmt = select(EventRow.raw).where(EventRow.order_id == order_id)
@@ -101,56 +109,120 @@ def _event_row(event: Event, raw: Any, digest: str, now: datetime) -> dict[str, 
     }
 
 
+_ORDER_FIELDS = (
+    "order_id text, expected int, version int, status text, completeness int, event_count int,"
+    " decision_seq int, last_event_at timestamptz, document jsonb, updated_at timestamptz"
+)
+# One statement per kind of write for the whole batch, the rows as one JSON parameter; each
+# statement returns the orders it wrote, so a missing one is a version conflict by name.
+_UPDATE_ORDERS = text(
+    "UPDATE orders AS o SET version = v.version, status = v.status,"
+    " completeness = v.completeness, event_count = v.event_count,"
+    " decision_seq = v.decision_seq, last_event_at = v.last_event_at,"
+    " document = v.document, updated_at = v.updated_at"
+    f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({_ORDER_FIELDS})"
+    " WHERE o.order_id = v.order_id AND o.version = v.expected RETURNING o.order_id"
+)
+_INSERT_ORDERS = text(
+    "INSERT INTO orders (order_id, version, status, completeness, event_count, decision_seq,"
+    " last_event_at, document, created_at, updated_at)"
+    " SELECT order_id, version, status, completeness, event_count, decision_seq,"
+    " last_event_at, document, updated_at, updated_at"
+    f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({_ORDER_FIELDS})"
+    " ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+)
+
+
 class OrderRepository:
-    """Loads and saves order states; the row's version fences concurrent writers."""
+    """Loads and saves order states; the stored version fences concurrent writers.
+
+    Saves are written when the unit of work commits: every changed order in one UPDATE
+    (checked against the version it was read at) and every new one in one INSERT.
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._rows: dict[str, OrderRow] = {}
+        self._versions: dict[str, int | None] = {}  # as read: None means no row yet
+        self._states: dict[str, OrderState] = {}
+        self._saved: dict[str, tuple[OrderState, datetime]] = {}
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, OrderState]:
-        ids = sorted(set(order_ids) - set(self._rows))
+        wanted = list(order_ids)
+        ids = sorted(set(wanted) - set(self._versions))
         if ids:
-            rows = self.session.scalars(select(OrderRow).where(OrderRow.order_id.in_(ids)))
-            self._rows.update({row.order_id: row for row in rows})
-        return {oid: _state(self._rows[oid]) for oid in order_ids if oid in self._rows}
+            table = OrderRow.__table__
+            stmt = select(table.c.order_id, table.c.version, table.c.document)
+            for order_id, version, document in self.session.execute(
+                stmt.where(table.c.order_id.in_(ids))
+            ):
+                self._versions[order_id] = version
+                self._states[order_id] = _state(document, version)
+            for order_id in ids:
+                self._versions.setdefault(order_id, None)
+        return {oid: self._states[oid] for oid in wanted if oid in self._states}
 
     def get(self, order_id: str) -> OrderState | None:
         return self.get_many([order_id]).get(order_id)
 
     def save(self, state: OrderState, now: datetime) -> None:
-        row = self._rows.get(state.order_id)
-        if row is None:
-            row = OrderRow(order_id=state.order_id, created_at=now)
-            self.session.add(row)
-            self._rows[state.order_id] = row
-        _fill(row, state, now)
+        """Write `state` at commit, fenced by the version it was read at."""
+        if state.order_id not in self._versions:
+            self.get_many([state.order_id])
+        self._saved[state.order_id] = (state, now)
+
+    def flush(self) -> None:
+        """Write the saved orders; VersionConflict names those another writer changed."""
+        updates, inserts = [], []
+        for state, now in self._saved.values():
+            read_at = self._versions[state.order_id]
+            row = _order_row(state, read_at, now)
+            (inserts if read_at is None else updates).append(row)
+        self._saved.clear()
+        lost = _write(self.session, _UPDATE_ORDERS, updates)
+        lost |= _write(self.session, _INSERT_ORDERS, inserts)
+        if lost:
+            raise VersionConflict(f"changed by another writer: {sorted(lost)}", lost)
 
     def page(self, after: str | None, limit: int) -> list[OrderState]:
         """Orders in id order after `after` (keyset paging, bounded memory)."""
-        stmt = select(OrderRow).order_by(OrderRow.order_id).limit(limit)
+        table = OrderRow.__table__
+        stmt = select(table.c.document, table.c.version).order_by(table.c.order_id).limit(limit)
         if after is not None:
-            stmt = stmt.where(OrderRow.order_id > after)
-        return [_state(row) for row in self.session.scalars(stmt)]
+            stmt = stmt.where(table.c.order_id > after)
+        return [_state(document, version) for document, version in self.session.execute(stmt)]
 
     def count(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(OrderRow)) or 0)
 
 
-def _state(row: OrderRow) -> OrderState:
-    return OrderState.from_document({**row.document, "version": row.version})
+def _state(document: dict[str, Any], version: int) -> OrderState:
+    return OrderState.from_document({**document, "version": version})
 
 
-def _fill(row: OrderRow, state: OrderState, now: datetime) -> None:
+def _order_row(state: OrderState, read_at: int | None, now: datetime) -> dict[str, Any]:
+    """The row of a saved order; its version goes up by one per event folded (at least one)."""
     document = state.to_document()
     document.pop("version")
-    row.status = state.status
-    row.completeness = state.completeness
-    row.event_count = state.event_count
-    row.decision_seq = state.decision.seq if state.decision else 0
-    row.last_event_at = state.last_event_at
-    row.document = document
-    row.updated_at = now
+    return {
+        "order_id": state.order_id,
+        "expected": read_at,
+        "version": max(state.version, (read_at or 0) + 1),
+        "status": state.status,
+        "completeness": state.completeness,
+        "event_count": state.event_count,
+        "decision_seq": state.decision.seq if state.decision else 0,
+        "last_event_at": state.last_event_at,
+        "document": document,
+        "updated_at": now,
+    }
+
+
+def _write(session: Session, statement: Any, rows: list[dict[str, Any]]) -> set[str]:
+    """Run one batched order write; the orders it did not write."""
+    if not rows:
+        return set()
+    written = set(session.connection().execute(statement, {"rows": dumps(rows)}).scalars())
+    return {row["order_id"] for row in rows} - written
 
 
 class Outbox:
@@ -158,20 +230,27 @@ class Outbox:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._added: list[dict[str, Any]] = []
 
     def add(self, decision: EmittedDecision, now: datetime) -> None:
-        self.session.add(
-            OutboxRow(
-                decision_id=decision.decision_id,
-                order_id=decision.order_id,
-                seq=decision.seq,
-                outcome=decision.outcome,
-                reason=decision.reason,
-                supersedes=decision.supersedes,
-                payload=decision_payload(decision),
-                created_at=now,
-            )
+        """Write the decision's row at commit (all of a batch's in one statement)."""
+        self._added.append(
+            {
+                "decision_id": decision.decision_id,
+                "order_id": decision.order_id,
+                "seq": decision.seq,
+                "outcome": decision.outcome,
+                "reason": decision.reason,
+                "supersedes": decision.supersedes,
+                "payload": decision_payload(decision),
+                "created_at": now,
+            }
         )
+
+    def flush(self) -> None:
+        if self._added:
+            self.session.execute(insert(OutboxRow.__table__), self._added)
+            self._added = []
 
     def holds(self, decision_id: str) -> bool:
         """Whether this decision was emitted by the fleet (its outbox row exists)."""
@@ -288,6 +367,8 @@ class UnitOfWork:
 
     def commit(self) -> None:
         try:
+            self.orders.flush()
+            self.outbox.flush()
             self.session.commit()
         except StaleDataError as exc:
             raise VersionConflict(str(exc)) from exc

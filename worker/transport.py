@@ -10,6 +10,9 @@ the item is pushed back where it was and tried again a second later.
 It also keeps the broker side of the message ledger: every message taken for the first time
 is counted per queue (HINCRBY), beside the outcomes the database counts (`orderfleet ledger`).
 
+It also takes messages atomically (see `Channel`), and tells a batching consumer when the
+queues are empty, so that a gathered batch is applied at once instead of waiting (`when_idle`).
+
 Workers install it with `install()` (worker/startup.py), which points kombu's `redis` transport
 names at this class in the worker process only; producers keep kombu's own.
 """
@@ -18,10 +21,13 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from orderfleet.worker.pipeline import dead_letter
@@ -33,40 +39,164 @@ TAKEN_KEY = "orderfleet.taken"  # hash: queue -> messages taken (first deliverie
 RETRY_PAUSE = 1.0  # seconds before a not-a-message item whose dead letter failed is retried
 
 
+_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+_idle: list[tuple[Callable[[], bool], Callable[[], None]]] = []
+
+# Pop the next message from the first non-empty queue AND record it as unacknowledged (and
+# count a first delivery as taken) in one atomic step: no moment exists in which the message
+# is off its queue but not in `unacked`, so a SIGKILL anywhere loses nothing. An item that is
+# not a message envelope is returned unrecorded, for the worker to dead-letter.
+# KEYS: queue lists..., unacked hash, unacked index, taken hash.
+# ARGV: now, then per queue list the queue name to count as taken ('' = not counted).
+_FETCH = """
+local n = #KEYS - 3
+for i = 1, n do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local ok, m = pcall(cjson.decode, item)
+    if not (ok and type(m) == 'table' and type(m.properties) == 'table') then
+      return {KEYS[i], item, 'bad'}
+    end
+    local props = m.properties
+    local tag = props.delivery_tag
+    if type(tag) ~= 'string' and type(tag) ~= 'number' then return {KEYS[i], item, 'bad'} end
+    local info = props.delivery_info
+    if type(info) ~= 'table' then info = {} end
+    local ex, rk = info.exchange, info.routing_key
+    if type(ex) ~= 'string' then ex = '' end
+    if type(rk) ~= 'string' then rk = '' end
+    local record = '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+    redis.call('HSET', KEYS[n + 1], tag, record)
+    redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
+    local h = m.headers
+    if type(h) ~= 'table' then h = {} end
+    local again = h.redelivered == true or info.redelivered == true
+      or (type(h.retries) == 'number' and h.retries > 0)
+    if ARGV[i + 1] ~= '' and not again then redis.call('HINCRBY', KEYS[n + 3], ARGV[i + 1], 1) end
+    return {KEYS[i], item, 'ok', tostring(tag)}
+  end
+end
+return false
+"""
+
+
+def when_idle(gathering: Callable[[], bool], on_idle: Callable[[], None]) -> None:
+    """Call `on_idle` when every queue was found empty; `gathering()` says work is in hand."""
+    _idle.append((gathering, on_idle))
+
+
+def brpop_outstanding() -> bool:
+    """Whether a BRPOP of this process is waiting for its reply (work now could lose it)."""
+    return any(channel._in_poll and channel._blocking for channel in list(_channels))
+
+
+def _gathering() -> bool:
+    return any(gathering() for gathering, _ in _idle)
+
+
 class NotAMessage(ValueError):
     """A queue item that is not a kombu message envelope; the text says why."""
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's QoS; a message the fetch script already recorded is not recorded again."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        recorded = self.channel._recorded
+        if delivery_tag in recorded:
+            recorded.discard(delivery_tag)
+            kombu_virtual.QoS.append(self, message, delivery_tag)
+            return
+        super().append(message, delivery_tag)
+
+
 class Channel(kombu_redis.Channel):
-    """kombu's Redis channel whose BRPOP reader cannot be crashed by a foreign item."""
+    """kombu's Redis channel that takes messages atomically and survives foreign items.
+
+    While messages are waiting, each is taken with the fetch script (pop + unacked record +
+    taken count, one round trip). Only when every queue was found empty, and no batch is in
+    hand, does it block in BRPOP until something arrives: the one moment in which a message
+    is popped before it is recorded (a kill in the microseconds before the worker reads the
+    reply loses it).
+    """
+
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._drained = False  # the last fetch found every queue empty
+        self._blocking = False  # the command in flight is a BRPOP
+        self._recorded: set[str] = set()
+        _channels.add(self)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if self._drained and not _gathering():
+            self._blocking = True
+            super()._brpop_start(timeout)
+            return
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        lists = [(self._q_for_pri(q, pri), q) for pri in self.priority_steps for q in queues]
+        prefix = self.global_keyprefix
+        keys = [prefix + key for key, _ in lists]
+        keys += [prefix + self.unacked_key, prefix + self.unacked_index_key, prefix + TAKEN_KEY]
+        counted = ["" if q == MAINTENANCE_QUEUE else q for _, q in lists]
+        self._blocking = False
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self.client.connection.send_command("EVAL", _FETCH, len(keys), *keys, time.time(), *counted)
 
     def _brpop_read(self, **options: Any) -> bool:
-        # kombu 5.7's Channel._brpop_read, with the parse of the item guarded.
+        # kombu 5.7's Channel._brpop_read, for the fetch script too, with the item guarded.
         try:
+            command = "BRPOP" if self._blocking else "EVAL"
             try:
-                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if not dest__item:
+            self._in_poll = None  # the reply is in hand: nothing is outstanding from here on
+            self._drained = not reply
+            if not reply:
+                self._on_idle()
                 raise kombu_redis.Empty()
-            key, item = bytes_to_str(dest__item[0]), dest__item[1]
-            queue = key.rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(queue)
-            try:
-                payload = self._envelope(item)
-            except NotAMessage as exc:
-                self._dead_letter(queue, key, item, str(exc))
-            else:
-                if _first_delivery(payload):
-                    self._count_taken(queue)
-                self.connection._deliver(payload, queue)
+            self._take(command, reply)
             return True
         finally:
             self._in_poll = None
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
             if flush is not None:
                 flush()
+
+    def _on_idle(self) -> None:
+        for _, on_idle in list(_idle):
+            try:
+                on_idle()
+            except Exception:  # the event loop must go on
+                log.exception("flushing a batch on an empty queue failed")
+
+    def _take(self, command: str, reply: list[Any]) -> None:
+        """Deliver a fetched or popped item, or dead-letter one that is not a message."""
+        key = bytes_to_str(reply[0])
+        if command == "EVAL":
+            key = key[len(self.global_keyprefix) :]
+        item = reply[1]
+        queue = key.rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        recorded = command == "EVAL" and bytes_to_str(reply[2]) == "ok"
+        try:
+            payload = self._envelope(item)
+        except NotAMessage as exc:
+            if recorded:  # the script took it for a message; Python's parser disagrees
+                self.qos._remove_from_indices(bytes_to_str(reply[3])).execute()
+            self._dead_letter(queue, key, item, str(exc))
+            return
+        if recorded:
+            self._recorded.add(payload["properties"]["delivery_tag"])
+        elif _first_delivery(payload):
+            self._count_taken(queue)
+        self.connection._deliver(payload, queue)
 
     def _envelope(self, item: bytes | str) -> dict[str, Any]:
         """The parsed envelope, or NotAMessage saying what is wrong with it."""

@@ -528,7 +528,7 @@ def test_partitions_shows_the_depth_of_a_queue_nobody_consumes(run):
     from orderfleet.worker.celery_app import app
 
     events = [wire("LoyaltyPointsUpdated", "o-queued", n, eventId=f"e-{n}") for n in range(5)]
-    publish_many(events, app=app)
+    publish_many(events, app=app, bulk=False)
     report = json.loads(ok(run("partitions", "--timeout", "0.5", "--json")).stdout)
     assert (report["partitions"], report["outside"]) == (8, [])
     rows = report["queues"]

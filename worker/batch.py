@@ -1,0 +1,335 @@
+"""Applying a batch of received messages at once (DESIGN.md section 6, per event, batched).
+
+A message is one event (`orderfleet.events.<type>`, keyword argument `event`) or many
+(`orderfleet.events.batch`, keyword argument `events`). Every event is validated, locked,
+deduplicated and dead-lettered on its own, exactly as if sent alone; the batch shares one lock
+round trip, one transaction and one decision publish. An event that cannot end now (its order
+is locked elsewhere, another writer changed the order, a server went away) is handed back to
+retry, alone, without failing or re-applying the others. A message is ended only when all of
+its events are committed (applied, duplicate or dead letter).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+from orderfleet.models import InvalidEvent, parse_event
+from orderfleet.worker.locks import LockNotAcquired, OrderLocks
+from orderfleet.worker.outbox import publish_after_commit
+from orderfleet.worker.pipeline import Retryable, letter_for, transient_as_retryable
+from orderfleet.worker.routing import BATCH_TASK, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, TASK_FOR_TYPE
+from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.service import Incoming, apply_events
+from orderfleet.worker.store import DeadLetter, VersionConflict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message taken from a queue: its task, arguments, queue and body size."""
+
+    task_name: str
+    args: Any
+    kwargs: Any
+    queue: str | None = None
+    size: int = 0
+
+
+@dataclass
+class MessageEnd:
+    """What became of one message: its events by outcome, and the events left to retry."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    retry: list[Any] = field(default_factory=list)
+    whole: bool = False  # retry the message as it came (nothing of it was committed)
+    cause: BaseException | None = None
+    orders: set[str] = field(default_factory=set)
+
+    @property
+    def ended(self) -> bool:
+        return not (self.retry or self.whole)
+
+
+@dataclass
+class _Event:
+    """A valid event of message `index`, with the raw object it came from."""
+
+    index: int
+    incoming: Incoming
+    raw: Any
+
+    @property
+    def order_id(self) -> str:
+        return self.incoming.event.order_id
+
+
+@dataclass
+class _Letter:
+    """A dead letter for message `index` (or one event of it), and what it was made from."""
+
+    index: int
+    letter: DeadLetter
+    raw: Any
+
+
+@dataclass
+class _Unpacked:
+    events: list[_Event] = field(default_factory=list)
+    letters: list[_Letter] = field(default_factory=list)
+
+    def reject(self, index: int, reason: str, error: str, raw: Any, task: str | None) -> None:
+        self.letters.append(_Letter(index, letter_for(reason, error, raw, task), raw))
+
+
+def apply_batch(app: Celery, runtime: Runtime, messages: Sequence[Received]) -> list[MessageEnd]:
+    """Apply every message's events in one transaction; what could not end comes back to retry."""
+    ends = [MessageEnd() for _ in messages]
+    unpacked = _unpack(messages)
+    locks = OrderLocks(runtime.redis, prefix=runtime.settings.lock_prefix, lease=_lease(runtime))
+    token = uuid.uuid4().hex
+    wanted = sorted({e.order_id for e in unpacked.events})
+    try:
+        with transient_as_retryable():
+            held = locks.acquire(wanted, token)
+    except Retryable as exc:
+        return _all_to_retry(messages, ends, exc.cause)
+    try:
+        busy = LockNotAcquired(f"orders locked by another worker: {sorted(set(wanted) - held)}")
+        ready = _hand_back(unpacked.events, ends, held, busy)
+        _apply(app, runtime, messages, unpacked, ready, ends)
+    finally:
+        _release(locks, sorted(held), token)
+    return ends
+
+
+def _lease(runtime: Runtime) -> float:
+    return runtime.settings.lock_lease
+
+
+def _release(locks: OrderLocks, held: list[str], token: str) -> None:
+    try:
+        locks.release(held, token)
+    except Exception as exc:  # the leases run out on their own; the version fence holds
+        log.warning("order locks not released (%s); their leases will run out", exc)
+
+
+def _unpack(messages: Sequence[Received]) -> _Unpacked:
+    """Every valid event, and a dead letter for every invalid message or event."""
+    out = _Unpacked()
+    for index, message in enumerate(messages):
+        raws, problem = _events_of(message)
+        if problem is not None:
+            raw = [message.args, message.kwargs]
+            out.reject(index, "invalid_message", problem, raw, message.task_name)
+            continue
+        for raw in raws:
+            _take(out, index, message, raw)
+    return out
+
+
+def _events_of(message: Received) -> tuple[list[Any], str | None]:
+    """The raw events a message carries, or why it carries none we may take."""
+    args, kwargs = message.args, message.kwargs
+    bulk = message.task_name == BATCH_TASK
+    key = "events" if bulk else "event"
+    if args or not isinstance(kwargs, dict) or set(kwargs) != {key}:
+        what = f"a list of 1 to {MAX_BATCH_EVENTS} events" if bulk else "the event"
+        return [], f"task arguments: expected exactly one keyword argument `{key}`, {what}"
+    if not bulk:
+        return [kwargs["event"]], None
+    events = kwargs["events"]
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH_EVENTS:
+        size = len(events) if isinstance(events, list) else type(events).__name__
+        return [], f"events: must be a list of 1 to {MAX_BATCH_EVENTS} events, got {size}"
+    if message.size > MAX_BATCH_BYTES:
+        return [], f"message of {message.size} bytes: a bulk message is at most 1 MiB"
+    return events, None
+
+
+def _take(out: _Unpacked, index: int, message: Received, raw: Any) -> None:
+    """Validate one raw event: a valid one joins the batch, an invalid one is dead-lettered."""
+    try:
+        event = parse_event(raw)
+    except InvalidEvent as exc:
+        out.reject(index, "invalid_event", str(exc), raw, message.task_name)
+        return
+    expected = TASK_FOR_TYPE[event.event_type]
+    if message.task_name not in (expected, BATCH_TASK):
+        error = f"eventType {event.event_type} must be sent to {expected}, not {message.task_name}"
+        out.reject(index, "task_mismatch", error, raw, message.task_name)
+        return
+    incoming = Incoming(event, raw if isinstance(raw, dict) else None, expected, message.queue)
+    out.events.append(_Event(index, incoming, raw))
+
+
+def _hand_back(
+    events: list[_Event], ends: list[MessageEnd], keep: set[str], cause: BaseException
+) -> list[_Event]:
+    """The events of orders in `keep`; the others go back to their messages to retry."""
+    kept = []
+    for event in events:
+        if event.order_id in keep:
+            kept.append(event)
+        else:
+            _to_retry(ends[event.index], event.raw, cause)
+    return kept
+
+
+def _to_retry(end: MessageEnd, raw: Any, cause: BaseException, whole: bool = False) -> None:
+    """Hand an event (or, `whole`, the message as it came) back to be retried."""
+    if whole:
+        end.whole = True
+    else:
+        end.retry.append(raw)
+    end.cause = cause
+
+
+def _all_to_retry(
+    messages: Sequence[Received], ends: list[MessageEnd], cause: BaseException
+) -> list[MessageEnd]:
+    """Nothing was committed: every message is retried whole."""
+    for end in ends:
+        end.retry, end.whole, end.cause = [], True, cause
+        end.counts.clear()
+        end.orders.clear()
+    return ends
+
+
+def _apply(
+    app: Celery,
+    runtime: Runtime,
+    messages: Sequence[Received],
+    unpacked: _Unpacked,
+    ready: list[_Event],
+    ends: list[MessageEnd],
+) -> None:
+    """Commit the batch; a version conflict hands its orders back and the rest is tried again."""
+    while True:
+        try:
+            with transient_as_retryable():
+                outcomes = _commit(runtime, messages, unpacked.letters, ready, ends)
+        except Retryable as exc:
+            if isinstance(exc.cause, VersionConflict) and exc.cause.order_ids:
+                keep = {e.order_id for e in ready} - exc.cause.order_ids
+                ready = _hand_back(ready, ends, keep, exc.cause)
+                continue
+            _all_to_retry(messages, ends, exc.cause)
+            return
+        except Exception:
+            log.exception("unexpected failure applying a batch: isolating its events")
+            _isolate(app, runtime, messages, unpacked, ready, ends)
+            return
+        _count(unpacked.letters, ready, outcomes, ends)
+        _publish(app, runtime, outcomes)
+        return
+
+
+def _commit(
+    runtime: Runtime,
+    messages: Sequence[Received],
+    letters: list[_Letter],
+    ready: list[_Event],
+    ends: list[MessageEnd],
+) -> list[Any]:
+    ended = [m.queue for m, end in zip(messages, ends, strict=True) if end.ended]
+    return apply_events(
+        runtime.unit_of_work(),
+        [e.incoming for e in ready],
+        runtime.now(),
+        letters=[x.letter for x in letters],
+        ended=ended,
+    )
+
+
+def _count(
+    letters: list[_Letter],
+    ready: list[_Event],
+    outcomes: list[Any],
+    ends: list[MessageEnd],
+) -> None:
+    for x in letters:
+        ends[x.index].counts[f"dead_letter:{x.letter.reason}"] += 1
+    for event, outcome in zip(ready, outcomes, strict=True):
+        _tally(ends[event.index], event, outcome)
+
+
+def _tally(end: MessageEnd, event: _Event, outcome: Any) -> None:
+    end.orders.add(event.order_id)
+    end.counts[outcome.status if outcome.reason is None else f"dead_letter:{outcome.reason}"] += 1
+    if outcome.decision is not None:
+        end.counts[f"decision:{outcome.decision.outcome}"] += 1
+
+
+def _publish(app: Celery, runtime: Runtime, outcomes: Iterable[Any]) -> None:
+    decisions = [o.decision for o in outcomes if o.decision is not None]
+    if decisions:
+        publish_after_commit(app, runtime, decisions)
+
+
+def _isolate(
+    app: Celery,
+    runtime: Runtime,
+    messages: Sequence[Received],
+    unpacked: _Unpacked,
+    ready: list[_Event],
+    ends: list[MessageEnd],
+) -> None:
+    """Apply the events one by one; one that raises unexpectedly is dead-lettered alone."""
+    for x in unpacked.letters:
+        whole = x.letter.reason == "invalid_message"
+        _one(app, runtime, ends[x.index], x.raw, letters=[x.letter], whole=whole)
+    for event in ready:
+        _one(app, runtime, ends[event.index], event.raw, events=[event])
+    ended = [m.queue for m, end in zip(messages, ends, strict=True) if end.ended]
+    try:
+        with runtime.unit_of_work() as uow:
+            uow.ledger.count_ends(ended)
+            uow.commit()
+    except Exception as exc:
+        log.warning("message ledger: %d ends not counted (%s)", len(ended), exc)
+
+
+def _one(
+    app: Celery,
+    runtime: Runtime,
+    end: MessageEnd,
+    raw: Any,
+    events: Sequence[_Event] = (),
+    letters: Sequence[DeadLetter] = (),
+    whole: bool = False,
+) -> None:
+    """One event or dead letter in its own transaction; `raw` goes back to retry if it fails."""
+    try:
+        with transient_as_retryable():
+            outcomes = apply_events(
+                runtime.unit_of_work(),
+                [e.incoming for e in events],
+                runtime.now(),
+                letters=letters,
+                ended=(),
+            )
+    except Retryable as exc:
+        _to_retry(end, raw, exc.cause, whole)
+        return
+    except Exception as exc:
+        if not events:  # even the dead letter cannot be written: keep the event
+            _to_retry(end, raw, exc, whole)
+            return
+        log.exception("unexpected failure applying one event: dead-lettered")
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        task_name = events[0].incoming.task_name
+        _one(app, runtime, end, raw, letters=[letter_for("internal_error", error, raw, task_name)])
+        return
+    for letter in letters:
+        end.counts[f"dead_letter:{letter.reason}"] += 1
+    for event, outcome in zip(events, outcomes, strict=True):
+        _tally(end, event, outcome)
+    _publish(app, runtime, outcomes)

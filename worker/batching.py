@@ -1,0 +1,307 @@
+"""The event tasks' Celery strategy: a partition worker takes its messages in batches.
+
+Celery hands every received message to its task's strategy. Here the event messages of a
+worker are gathered and applied together (worker/batch.py) as soon as the batch holds
+ORDERFLEET_BATCH_SIZE events, its queues are found empty (Redis: worker/transport.py), or
+ORDERFLEET_BATCH_INTERVAL seconds have passed since its first message, whichever comes first;
+so a lone event is not held back. Each message is then acknowledged, or, for what could not
+end, re-published as a retry with backoff and then acknowledged. Nothing is
+acknowledged before its outcome is committed. The worker's prefetch covers a batch
+(`orderfleet worker` sets it); a warm shutdown puts the gathered, unapplied messages back.
+With ORDERFLEET_BATCHING=false every message is its own batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.app.trace import LOG_RECEIVED, LOG_RETRY, LOG_SUCCESS
+from celery.utils.imports import symbol_by_name
+from celery.utils.time import timezone
+from celery.worker.request import create_request_cls
+from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
+from kombu.asynchronous.timer import to_timestamp
+from orderfleet.worker import metrics, transport
+from orderfleet.worker.batch import MessageEnd, Received, apply_batch
+from orderfleet.worker.pipeline import dead_letter_all, queue_of
+from orderfleet.worker.retries import backoff_countdown
+from orderfleet.worker.routing import BATCH_TASK
+from orderfleet.worker.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+trace_log = logging.getLogger("celery.app.trace")  # where Celery logs each task's end
+SAFETY_SWEEP = 1.0  # seconds: a batch left behind by a quiet Redis connection still flushes
+
+
+class Batcher:
+    """The gathered requests of one worker process, and when to apply them."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.consumer: Any = None
+        self.requests: list[Any] = []
+        self.events = 0
+        self.deadline: float | None = None
+        settings = get_runtime().settings
+        self.size, self.interval = settings.flush_size, settings.batch_interval
+        transport.when_idle(self.gathering, self.flush)  # queues empty: apply what we have
+
+    def bind(self, consumer: Any) -> None:
+        """Use this consumer's timer and event dispatcher (again after a reconnect)."""
+        if consumer is self.consumer:
+            return
+        self.consumer = consumer
+        ours = isinstance(getattr(consumer.connection, "transport", None), transport.Transport)
+        sweep = SAFETY_SWEEP if ours else self.interval
+        consumer.timer.call_repeatedly(sweep, self.flush_if_due, priority=5)
+
+    def add(self, request: Any, in_delivery: bool = True) -> None:
+        """Gather one request; apply the batch when it is full or its time has come."""
+        self.requests.append(request)
+        self.events += _event_count(request)
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.interval
+        full = self.events >= self.size or len(self.requests) >= self.size
+        if full or now >= self.deadline:
+            if in_delivery or not transport.brpop_outstanding():
+                self.flush()
+            else:
+                self.deadline = now  # the outstanding BRPOP returns by then: flush after it
+
+    def gathering(self) -> bool:
+        return bool(self.requests)
+
+    def flush_if_due(self) -> None:
+        due = self.deadline is not None and time.monotonic() >= self.deadline
+        if due and not transport.brpop_outstanding():
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the gathered requests, then acknowledge or retry each one."""
+        taken, self.requests, self.events, self.deadline = self.requests, [], 0, None
+        if taken:
+            Flush(self.app, self.consumer, taken).run()
+
+    def requeue(self) -> None:
+        """Put the gathered, unapplied messages back on their queues (warm shutdown)."""
+        taken, self.requests, self.events, self.deadline = self.requests, [], 0, None
+        for request in taken:  # at once, not on the next loop turn: the loop is ending
+            request.message.reject_log_error(log, request.connection_errors, requeue=True)
+        if taken:
+            log.info("put %d gathered messages back on their queues", len(taken))
+
+
+def _event_count(request: Any) -> int:
+    if request.name != BATCH_TASK:
+        return 1
+    events = request.kwargs.get("events") if isinstance(request.kwargs, dict) else None
+    return len(events) if isinstance(events, list) else 1
+
+
+class Flush:
+    """One batch: applied together, ended one message at a time, shown as one task."""
+
+    def __init__(self, app: Celery, consumer: Any, requests: list[Any]) -> None:
+        self.app, self.consumer, self.requests = app, consumer, requests
+        self.id = str(uuid.uuid4())
+
+    def run(self) -> None:
+        runtime = get_runtime()
+        started = time.perf_counter()
+        self._event("task-received", **self._shown())
+        self._event("task-started")
+        try:
+            ends = apply_batch(self.app, runtime, [_received(r) for r in self.requests])
+        except Exception as exc:  # a bug of ours: nothing was committed, retry every message
+            log.exception("applying a batch failed; its messages are retried")
+            ends = [MessageEnd(whole=True, cause=exc) for _ in self.requests]
+        tally: Counter[str] = Counter()
+        seconds = time.perf_counter() - started
+        for request, end in zip(self.requests, ends, strict=True):
+            tally.update(end.counts)
+            if end.ended:
+                request.acknowledge()
+                _log(
+                    LOG_SUCCESS,
+                    request,
+                    runtime=f"{seconds:.6f}",
+                    return_value=_summary(end.counts),
+                )
+            else:
+                tally.update(self._retry(request, end))
+                _log(LOG_RETRY, request, exc=repr(end.cause))
+        seconds = time.perf_counter() - started
+        metrics.record_batch(runtime.redis, runtime.settings.stats_key, tally, seconds)
+        self._event("task-succeeded", result=_summary(tally), runtime=seconds)
+
+    def _retry(self, request: Any, end: MessageEnd) -> Counter[str]:
+        """Re-publish what could not end (with backoff), or dead-letter it after the last try."""
+        runtime = get_runtime()
+        settings = runtime.settings
+        retries = int(request.request_dict.get("retries") or 0)
+        cause = end.cause or RuntimeError("unknown")
+        if retries >= settings.max_retries:
+            error = f"gave up after {retries} retries: {type(cause).__name__}: {cause}"
+            try:
+                raws = _subjects(request, end)
+                queue = queue_of(request)
+                dead_letter_all(runtime, "retries_exhausted", error, raws, request.name, queue)
+            except Exception as exc:  # keep the message until its dead letter is written
+                log.warning("retries exhausted but not dead-lettered (%s): retried again", exc)
+            else:
+                request.acknowledge()
+                return Counter({"dead_letter:retries_exhausted": len(raws)})
+        partial = request.name == BATCH_TASK and not end.whole
+        kwargs = {"events": end.retry} if partial else request.kwargs
+        queue = queue_of(request)
+        try:
+            self.app.send_task(
+                request.name,
+                args=request.args,
+                kwargs=kwargs,
+                task_id=request.id,
+                retries=retries + 1,
+                countdown=backoff_countdown(retries, settings),
+                expires=request.expires,
+                queue=queue,
+                routing_key=queue,
+                retry=False,
+            )
+        except Exception as exc:  # not re-published: the original goes back instead
+            log.warning("retry of %s not published (%s): message put back", request.id, exc)
+            request.reject(requeue=True)
+        else:
+            request.acknowledge()
+        return Counter({f"retry:{type(cause).__name__}": 1})
+
+    def _shown(self) -> dict[str, Any]:
+        """What Flower shows of the batch: how many messages and events, which orders."""
+        orders = sorted({o for r in self.requests for o in _orders_of(r)})
+        shown = {"messages": len(self.requests), "orders": orders[:20], "more": len(orders) - 20}
+        return {
+            "name": BATCH_TASK,
+            "args": "()",
+            "kwargs": repr({k: v for k, v in shown.items() if v or k != "more"}),
+            "retries": 0,
+        }
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        eventer = getattr(self.consumer, "event_dispatcher", None)
+        if eventer is not None and eventer.enabled:
+            eventer.send(kind, uuid=self.id, **fields)
+
+
+def _log(line: str, request: Any, **fields: Any) -> None:
+    """Celery's own per-task log lines, so logs read (and are searched) as they always were."""
+    if trace_log.isEnabledFor(logging.INFO):
+        context = {"name": request.name, "id": request.id, **fields}
+        trace_log.info(line, context, extra={"data": context})
+
+
+def _received(request: Any) -> Received:
+    size = len(request.body) if isinstance(request.body, bytes | str) else 0
+    return Received(request.name, request.args, request.kwargs, queue_of(request), size)
+
+
+def _subjects(request: Any, end: MessageEnd) -> list[Any]:
+    """The events given up on (each its own dead letter), or the message as it came."""
+    if not end.whole:
+        return list(end.retry)
+    kwargs = request.kwargs if isinstance(request.kwargs, dict) else {}
+    if request.name == BATCH_TASK and isinstance(kwargs.get("events"), list) and kwargs["events"]:
+        return list(kwargs["events"])
+    if set(kwargs) == {"event"} and not request.args:
+        return [kwargs["event"]]
+    return [[request.args, request.kwargs]]
+
+
+def _orders_of(request: Any) -> list[str]:
+    kwargs = request.kwargs if isinstance(request.kwargs, dict) else {}
+    events = kwargs.get("events") if request.name == BATCH_TASK else [kwargs.get("event")]
+    found = []
+    for event in events if isinstance(events, list) else []:
+        order_id = event.get("orderId") if isinstance(event, dict) else None
+        if isinstance(order_id, str):
+            found.append(order_id)
+    return found
+
+
+def _summary(tally: Counter[str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(tally.items())) or "empty"
+
+
+_batcher: Batcher | None = None
+
+
+def batcher(app: Celery) -> Batcher:
+    """The process's batcher (one for every event task)."""
+    global _batcher
+    if _batcher is None:
+        _batcher = Batcher(app)
+    return _batcher
+
+
+def strategy(task: Any, app: Celery, consumer: Any, **_: Any) -> Any:
+    """Celery's default strategy, with the batcher where it would run the task now."""
+    gatherer = batcher(app)
+    gatherer.bind(consumer)
+    hostname, eventer = consumer.hostname, consumer.event_dispatcher
+    request_class = create_request_cls(
+        symbol_by_name(task.Request), task, consumer.pool, hostname, eventer, app=app
+    )
+    revoked = consumer.controller.state.revoked
+
+    def take_due(request: Any) -> None:
+        consumer.qos.decrement_eventually()
+        gatherer.add(request, in_delivery=False)
+
+    def on_message(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any) -> None:
+        if body is None and "args" not in message.payload:
+            body, headers, decoded, utc = message.body, message.headers, False, True
+        elif "args" in message.payload:  # protocol 1 and hybrid messages, as Celery takes them
+            body, headers, decoded, utc = hybrid_to_proto2(message, message.payload)
+        else:
+            body, headers, decoded, utc = proto1_to_proto2(message, body)
+        request = request_class(
+            message,
+            on_ack=ack,
+            on_reject=reject,
+            app=app,
+            hostname=hostname,
+            eventer=eventer,
+            task=task,
+            connection_errors=consumer.connection_errors,
+            body=body,
+            headers=headers,
+            decoded=decoded,
+            utc=utc,
+        )
+        if (request.expires or request.id in revoked) and request.revoked():
+            return
+        _log(LOG_RECEIVED, request)
+        if request.eta:
+            consumer.qos.increment_eventually()
+            when = to_timestamp(timezone.to_system(request.eta) if request.utc else request.eta)
+            consumer.timer.call_at(when, take_due, (request,), priority=6)
+            return
+        gatherer.add(request)
+
+    return on_message
+
+
+class RequeueGathered(bootsteps.StartStopStep):
+    """On a warm shutdown or a lost connection, gathered messages go back to their queues."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def stop(self, consumer: Any) -> None:
+        if _batcher is not None:
+            _batcher.requeue()
+
+    shutdown = stop
