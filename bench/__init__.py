@@ -4,9 +4,13 @@
 number of worker processes:
 
   (a) the drain rate of a raw no-op Celery task (bench/noop_app.py): the broker + Celery ceiling;
-  (b) orderfleet end to end: the drain rate of a pre-enqueued backlog over a fixed window,
-      publish->commit latency, worker CPU and peak RSS, conflicts and duplicates;
-  (c) publish->commit latency at a fixed offered load below the measured capacity.
+  (b) orderfleet draining a pre-enqueued backlog over a fixed window (30 % re-deliveries):
+      b1 per-event messages unbatched (ORDERFLEET_BATCHING=false), b2 per-event batched, b3 bulk
+      messages; events/s and the ratio to (a) of the same run, worker CPU and peak RSS;
+  (c) publish->commit latency at half of b2's rate (bench/fleet.py);
+  (d) the producer from one process: publish_many bulk and per event vs a raw send_task loop
+      (bench/publishing.py);
+  (e) with --orders-in-store N: b2 with 10,000 and N orders pre-filled by SQL (bench/store.py).
 
-Results are printed as a table and written to bench/results/<timestamp>.json.
+Results are printed as tables and written to bench/results/<timestamp>.json.
 """

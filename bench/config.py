@@ -10,6 +10,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_DATA_DIR = BENCH_DIR / ".data"
 RESULTS_DIR = BENCH_DIR / "results"
+SMALL_STORE = 10_000  # orders in the store of (e)'s first measurement
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,13 @@ class BenchConfig:
     runs: int = 3
     duration: float = 30.0
     warmup: float = 1.0
-    rate: float = 300.0
+    bulk_duration: float = 10.0
+    load: float = 0.5
     rate_duration: float = 20.0
     latency_warmup: float = 2.0
-    max_load: float = 0.6
     noop_messages: int = 20_000
-    pilot_messages: int = 3_000
-    pilot_duration: float = 3.0
+    producer_events: int = 100_000
+    orders_in_store: int | None = None
     producers: int = 2
     partitions: int = 16
     seed: int = 7
@@ -40,27 +41,28 @@ QUICK = {
     "runs": 1,
     "duration": 5.0,
     "warmup": 0.5,
+    "bulk_duration": 3.0,
     "rate_duration": 5.0,
     "latency_warmup": 0.5,
     "noop_messages": 3_000,
-    "pilot_messages": 1_500,
-    "pilot_duration": 2.0,
+    "producer_events": 10_000,
     "wait_quiet": 0.0,
 }
 
 HELP = {
     "workers": "worker processes for every measurement",
     "runs": "runs of each measurement; the table shows medians",
-    "duration": "seconds of the orderfleet throughput window (b)",
-    "warmup": "seconds between all workers ready and the start of window (b)",
-    "rate": "offered load of (c) in events/s (capped at --max-load x measured capacity)",
-    "rate_duration": "seconds of publishing at --rate in (c)",
+    "duration": "seconds of each per-event drain window (b1, b2, e)",
+    "warmup": "seconds between all workers ready and the start of a drain window",
+    "bulk_duration": "seconds of the bulk-message drain window (b3)",
+    "load": "offered load of (c), as a share of the same run's batched per-event rate (b2)",
+    "rate_duration": "seconds of publishing at the offered load in (c)",
     "latency_warmup": "first seconds of (c) left out of its percentiles",
-    "max_load": "largest share of the measured capacity (b) that (c) offers",
     "noop_messages": "pre-enqueued messages drained by the raw no-op workers (a)",
-    "pilot_messages": "backlog of the pilot that sizes the first backlog of (b)",
-    "pilot_duration": "seconds of the pilot window",
-    "producers": "producer processes that enqueue the backlog of (b)",
+    "producer_events": "events published from one process by each producer row (d)",
+    "orders_in_store": "also measure (e): the batched drain with 10,000 and with N orders "
+    "pre-filled by SQL",
+    "producers": "producer processes that enqueue the backlogs of (b)",
     "partitions": "orderfleet partitions (ORDERFLEET_PARTITIONS of the fleet)",
     "seed": "seed of the generated traffic",
     "wait_quiet": "seconds to wait before each measurement for the CPU to be quiet",
@@ -74,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
     """The `python -m bench` argument parser; unset options keep None until resolved."""
     parse = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Raw Celery no-op ceiling vs orderfleet end to end, on the same servers.",
+        description="Raw Celery no-op ceiling vs orderfleet (per-event unbatched and batched, "
+        "bulk, latency, producer), on the same servers.",
     )
     for field in fields(BenchConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -90,13 +93,14 @@ def _kind(annotation: object) -> type:
     text = str(annotation)
     if "Path" in text:
         return Path
-    return int if text == "int" else float
+    return int if text.startswith("int") else float
 
 
 def _help(name: str) -> str:
     default = getattr(BenchConfig, name)
     quick = f", --quick: {QUICK[name]:g}" if name in QUICK else ""
-    return f"{HELP[name]} (default {default}{quick})"
+    shown = "off" if default is None else default
+    return f"{HELP[name]} (default {shown}{quick})"
 
 
 def load_config(argv: list[str] | None = None) -> BenchConfig:
@@ -111,9 +115,14 @@ def load_config(argv: list[str] | None = None) -> BenchConfig:
 
 def _check(config: BenchConfig) -> None:
     """Refuse values that cannot give a measurement."""
-    positive = ["workers", "runs", "duration", "rate", "rate_duration", "noop_messages"]
+    positive = ["workers", "runs", "duration", "bulk_duration", "rate_duration"]
+    positive += ["noop_messages", "producer_events", "producers"]
     bad = [name for name in positive if getattr(config, name) <= 0]
-    if bad or not 0 < config.max_load <= 1 or config.producers < 1:
-        raise SystemExit(f"python -m bench: invalid options: {', '.join(bad) or 'max_load'}")
+    if not 0 < config.load <= 1:
+        bad.append("load")
+    if config.orders_in_store is not None and config.orders_in_store < SMALL_STORE:
+        bad.append(f"orders_in_store (at least {SMALL_STORE:,})")
+    if bad:
+        raise SystemExit(f"python -m bench: invalid options: {', '.join(bad)}")
     if config.workers > config.partitions:
         raise SystemExit("python -m bench: --workers must not exceed --partitions")

@@ -18,6 +18,7 @@ from bench import noop_app
 from bench.config import REPO_ROOT, BenchConfig
 from bench.procs import ResourceMonitor, Supervisor, server_pids
 from bench.servers import Servers, delete_prefix, truncate_all
+from bench.store import clear_except_store
 
 
 @dataclass
@@ -40,8 +41,8 @@ class Context:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         return env
 
-    def fleet_env(self) -> dict[str, str]:
-        """orderfleet's settings for workers and producers of this run."""
+    def fleet_env(self, **extra: str) -> dict[str, str]:
+        """orderfleet's settings for workers and producers of this run, plus `extra`."""
         return {
             **self.base_env(),
             "ORDERFLEET_BROKER_URL": self.servers.broker_url,
@@ -52,6 +53,7 @@ class Context:
             "ORDERFLEET_PARTITIONS": str(self.config.partitions),
             "ORDERFLEET_DATA_DIR": str(self.config.data_dir),
             "ORDERFLEET_LOG_LEVEL": "INFO",
+            **extra,
         }
 
     def noop_env(self) -> dict[str, str]:
@@ -62,10 +64,13 @@ class Context:
             noop_app.PREFIX_ENV: self.prefix,
         }
 
-    def reset(self) -> None:
-        """Empty the database tables and delete the run's Redis keys (queues, tallies, locks)."""
+    def reset(self, keep_store: bool = False) -> None:
+        """Delete the run's Redis keys and empty the tables (all, or all but the pre-fill)."""
         delete_prefix(self.redis, self.prefix)
-        truncate_all(self.engine)
+        if keep_store:
+            clear_except_store(self.engine)
+        else:
+            truncate_all(self.engine)
 
     def fleet_depth(self) -> int:
         """Messages waiting in orderfleet's partition queues."""

@@ -1,10 +1,11 @@
-"""(b) orderfleet's sustained throughput on a backlog, and (c) its latency at a fixed load."""
+"""(b) orderfleet draining backlogs (per-event unbatched/batched, bulk), (c) latency at a load."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,16 +29,34 @@ STARTUP_ALLOWANCE = 3.0
 MAX_BACKLOG = 400_000
 DRAIN_TIMEOUT = 60.0
 STATUS_FIELDS = ("applied", "duplicate", "dead_lettered")
+BATCHING = {"unbatched": "false", "batched": "true", "bulk": "true"}
+BULK_EVENTS_PER_MESSAGE = 100  # a bulk backlog's publish_many calls: this x partitions events
 
 
-def fleet_workers(ctx: Context, name: str) -> list[FleetProcess]:
+@dataclass(frozen=True)
+class Drain:
+    """One backlog drain: its kind (unbatched, batched or bulk), size, window and traffic."""
+
+    kind: str
+    name: str
+    backlog: int
+    duration: float
+    seed: int
+    keep_store: bool = False
+
+    @property
+    def bulk(self) -> bool:
+        return self.kind == "bulk"
+
+
+def fleet_workers(ctx: Context, name: str, batching: str = "true") -> list[FleetProcess]:
     """`orderfleet worker --index i --of N` for each of the N workers."""
     n = ctx.config.workers
     return [
         FleetProcess(
             f"{name}-w{i}",
             ["worker", "--index", str(i), "--of", str(n)],
-            ctx.fleet_env(),
+            ctx.fleet_env(ORDERFLEET_BATCHING=batching),
             ctx.log_dir,
         )
         for i in range(n)
@@ -45,7 +64,7 @@ def fleet_workers(ctx: Context, name: str) -> list[FleetProcess]:
 
 
 def backlog_for(rate_estimate: float, duration: float, warmup: float) -> int:
-    """Messages enough to keep the workers busy through the window, with a margin."""
+    """Events enough to keep the workers busy through the window, with a margin."""
     seconds = duration + warmup + STARTUP_ALLOWANCE
     return min(MAX_BACKLOG, math.ceil(SIZING_MARGIN * rate_estimate * seconds))
 
@@ -60,38 +79,37 @@ def retries(stats: dict[str, int]) -> dict[str, int]:
     return {k.removeprefix("retry:"): v for k, v in sorted(stats.items()) if k.startswith("retry:")}
 
 
-def run_throughput(
-    ctx: Context, backlog: int, duration: float, name: str, seed: int
-) -> dict[str, Any]:
-    """Pre-enqueue `backlog` messages, start the workers, count what ends in a fixed window."""
-    ctx.reset()
+def run_throughput(ctx: Context, drain: Drain) -> dict[str, Any]:
+    """Pre-enqueue the drain's backlog, start the workers, count the events ended in a window."""
+    ctx.reset(keep_store=drain.keep_store)
     waited = wait_quiet(ctx.config.wait_quiet)
-    stamps, publish_seconds = _publish_backlog(ctx, backlog, name, seed)
-    workers = fleet_workers(ctx, name)
+    stamps, published = _publish_backlog(ctx, drain)
+    workers = fleet_workers(ctx, drain.name, BATCHING[drain.kind])
     ctx.supervisor.start_ready(workers)
     try:
         with ctx.monitor(workers) as monitor:
             time.sleep(ctx.config.warmup)
             before, stats_before = monitor.snapshot(), ctx.stats()
-            drained = _watch_window(ctx, workers, duration)
+            drained = _watch_window(ctx, workers, drain.duration)
             after, stats_after = monitor.snapshot(), ctx.stats()
             peak = monitor.peak_rss_mb()
     finally:
         ctx.supervisor.stop(workers)
-    messages = ended(stats_after) - ended(stats_before)
+    events = ended(stats_after) - ended(stats_before)
     applied = stats_after.get("applied", 0) - stats_before.get("applied", 0)
     seconds = after.at - before.at
     final = ctx.stats()
     return {
-        "messages_per_s": round(messages / seconds, 1),
+        "events_per_s": round(events / seconds, 1),
         "applied_events_per_s": round(applied / seconds, 1),
-        "messages": messages,
+        "events": events,
         "seconds": round(seconds, 3),
-        "backlog": backlog,
+        "backlog": drain.backlog,
+        "events_per_message": round(drain.backlog / max(1, published["messages"]), 1),
         "drained_early": drained,
-        "publish_per_s": round(backlog / publish_seconds, 1),
+        "publish_per_s": round(drain.backlog / published["seconds"], 1),
         "latency": _window_latency(ctx, stamps, before, after),
-        **usage(before, after, messages, ctx.config.workers),
+        **_per_event(usage(before, after, events, ctx.config.workers)),
         "worker_peak_rss_mb": round(peak, 1),
         "waited_for_quiet_s": waited,
         "conflicts": sum(retries(final).values()),
@@ -101,15 +119,18 @@ def run_throughput(
     }
 
 
-def _publish_backlog(
-    ctx: Context, messages: int, name: str, seed: int
-) -> tuple[dict[str, float], float]:
-    """Producer processes publish `messages` events between them; merged times, seconds."""
-    shards = max(1, min(ctx.config.producers, messages // 1000 or 1))
+def _per_event(used: dict[str, float]) -> dict[str, float]:
+    """usage()'s per-message figures renamed per event (the fleet tallies count events)."""
+    return {k.replace("_per_message", "_per_event"): v for k, v in used.items()}
+
+
+def _publish_backlog(ctx: Context, drain: Drain) -> tuple[dict[str, float], dict[str, float]]:
+    """Producer processes publish the backlog between them; merged times; messages, seconds."""
+    shards = max(1, min(ctx.config.producers, drain.backlog // 1000 or 1))
     producers = [
         FleetProcess(
-            f"{name}-producer{shard}",
-            _backlog_args(ctx, messages, name, seed, shard, shards),
+            f"{drain.name}-producer{shard}",
+            _backlog_args(ctx, drain, shard, shards),
             ctx.fleet_env(),
             ctx.log_dir,
             command=module_command("bench.producer"),
@@ -119,26 +140,30 @@ def _publish_backlog(
     started = time.perf_counter()
     for producer in producers:
         ctx.supervisor.start(producer)
-    timeout = 120.0 + messages / 200
+    timeout = 120.0 + drain.backlog / 200
     stamps: dict[str, float] = {}
+    messages = 0
     for shard, producer in enumerate(producers):
         _finish(producer, timeout)
-        _merge(stamps, _read_stamps(ctx, name, shard))
+        produced = _read_stamps(ctx, drain.name, shard)
+        _merge(stamps, produced)
+        messages += produced["messages"]
     ctx.supervisor.stop(producers)
-    return stamps, time.perf_counter() - started
+    return stamps, {"messages": messages, "seconds": time.perf_counter() - started}
 
 
-def _backlog_args(
-    ctx: Context, messages: int, name: str, seed: int, shard: int, shards: int
-) -> list[str]:
+def _backlog_args(ctx: Context, drain: Drain, shard: int, shards: int) -> list[str]:
+    chunk = BULK_EVENTS_PER_MESSAGE * ctx.config.partitions if drain.bulk else 1000
     return [
         "backlog",
-        f"--out={_stamps_path(ctx, name, shard)}",
-        f"--tag={name}",
-        f"--seed={seed}",
-        f"--messages={messages}",
+        f"--out={_stamps_path(ctx, drain.name, shard)}",
+        f"--tag={drain.name}",
+        f"--seed={drain.seed}",
+        f"--messages={drain.backlog}",
         f"--shard={shard}",
         f"--shards={shards}",
+        f"--chunk={chunk}",
+        *(["--bulk"] if drain.bulk else []),
     ]
 
 
@@ -252,7 +277,7 @@ def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int
         "committed": _event_count(ctx),
         "all_committed": settled,
         "latency": latency_summary(latencies),
-        **usage(before, after, ended(stats), ctx.config.workers),
+        **_per_event(usage(before, after, ended(stats), ctx.config.workers)),
         "worker_peak_rss_mb": round(peak, 1),
         "waited_for_quiet_s": waited,
         "conflicts": sum(retries(stats).values()),

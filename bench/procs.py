@@ -15,6 +15,7 @@ from orderfleet.worker.processes import FleetProcess
 
 STOP_TIMEOUT = 20.0
 QUIET_PCT = 10.0
+ERROR_MARKS = ("ERROR", "CRITICAL", "Traceback")
 
 
 def celery_command(app_module: str) -> list[str]:
@@ -207,3 +208,17 @@ def server_pids(data_dir: Path | None) -> list[int]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             pids.append(int(pid_file.read_text().split()[0]))
     return [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+def log_errors(log_dir: Path, limit: int = 5) -> dict[str, list[str]]:
+    """The first ERROR / CRITICAL / Traceback lines of each process log in log_dir, by name."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(log_dir.glob("*.log")):
+        lines = [
+            line.strip()[:300]
+            for line in path.read_text(errors="replace").splitlines()
+            if any(mark in line for mark in ERROR_MARKS)
+        ]
+        if lines:
+            found[path.stem] = lines[:limit]
+    return found

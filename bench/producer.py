@@ -1,12 +1,16 @@
 """`python -m bench.producer`: publish bench traffic with orderfleet's producer API, timed.
 
-Two modes, both writing {"published", "distinct", "seconds", "first_publish": {eventId: t}}
+Two modes write {"published", "messages", "distinct", "seconds", "first_publish": {eventId: t}}
 as JSON to --out, t being the wall-clock time (time.time()) just before the publish call:
 
-  backlog  every --shard-th of --messages events, as fast as possible in pipelined batches;
+  backlog  every --shard-th of --messages events, as fast as possible, --chunk events per
+           publish_many call (bulk messages with --bulk, else one message per event);
   rate     --rate events/s for --duration seconds (open loop: late sends are not skipped).
 
-It reads orderfleet's settings (ORDERFLEET_BROKER_URL, ...) from the environment.
+A third, `speed`, publishes --messages events once and writes {"events", "messages",
+"seconds"}: with publish_many (bulk or per event), or (--raw) as a pipelined send_task loop over
+the same pre-built messages. It reads orderfleet's settings (ORDERFLEET_BROKER_URL, ...) from
+the environment.
 """
 
 from __future__ import annotations
@@ -23,26 +27,29 @@ from typing import Any
 from bench.traffic import traffic
 
 BATCH = 1000
-Publish = Callable[[list[dict[str, Any]]], object]
+Publish = Callable[[list[dict[str, Any]]], int]
 
 
-def publish_backlog(events: list[dict[str, Any]], publish: Publish) -> tuple[dict[str, float], int]:
-    """Publish all events in pipelined batches; first publish time per eventId, and the count."""
+def publish_backlog(
+    events: list[dict[str, Any]], publish: Publish, chunk: int = BATCH
+) -> tuple[dict[str, float], int]:
+    """Publish all events, `chunk` per call; first publish time per eventId, messages sent."""
     stamps: dict[str, float] = {}
-    for start in range(0, len(events), BATCH):
-        batch = events[start : start + BATCH]
+    messages = 0
+    for start in range(0, len(events), chunk):
+        batch = events[start : start + chunk]
         _stamp(stamps, batch, time.time())
-        publish(batch)
-    return stamps, len(events)
+        messages += publish(batch)
+    return stamps, messages
 
 
 def publish_at_rate(
     events: list[dict[str, Any]], rate: float, publish: Publish, deadline: float
-) -> tuple[dict[str, float], int]:
+) -> tuple[dict[str, float], int, int]:
     """Publish event k at start + k/rate (catching up in one batch when late), until deadline."""
     stamps: dict[str, float] = {}
     start = time.monotonic()
-    sent = 0
+    sent = messages = 0
     while sent < len(events) and time.monotonic() - start < deadline:
         due = min(len(events), math.floor((time.monotonic() - start) * rate) + 1)
         if due <= sent:
@@ -50,9 +57,9 @@ def publish_at_rate(
             continue
         batch = events[sent:due]
         _stamp(stamps, batch, time.time())
-        publish(batch)
+        messages += publish(batch)
         sent = due
-    return stamps, sent
+    return stamps, sent, messages
 
 
 def _stamp(stamps: dict[str, float], batch: list[dict[str, Any]], now: float) -> None:
@@ -62,7 +69,7 @@ def _stamp(stamps: dict[str, float], batch: list[dict[str, Any]], now: float) ->
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parse = argparse.ArgumentParser(prog="python -m bench.producer")
-    parse.add_argument("mode", choices=["backlog", "rate"])
+    parse.add_argument("mode", choices=["backlog", "rate", "speed"])
     parse.add_argument("--out", type=Path, required=True)
     parse.add_argument("--tag", required=True)
     parse.add_argument("--seed", type=int, default=7)
@@ -71,26 +78,89 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parse.add_argument("--shards", type=int, default=1)
     parse.add_argument("--rate", type=float, default=0.0)
     parse.add_argument("--duration", type=float, default=0.0)
+    parse.add_argument("--chunk", type=int, default=BATCH)
+    parse.add_argument("--bulk", action="store_true")
+    parse.add_argument("--raw", action="store_true")
     return parse.parse_args(argv)
+
+
+def publisher(bulk: bool) -> Publish:
+    """publish_many in bulk or per-event mode; it returns how many messages it sent."""
+    from orderfleet.tasks.producer import publish_many
+
+    def publish(events: list[dict[str, Any]]) -> int:
+        return len({receipt.task_id for receipt in publish_many(events, bulk=bulk)})
+
+    return publish
+
+
+def raw_sends(events: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(task, queue, kwargs) of each event, exactly as publish_many(bulk=False) sends it."""
+    from orderfleet.models import parse_event
+    from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
+    from orderfleet.worker.settings import load_settings
+
+    partitions = load_settings().partitions
+    sends = []
+    for raw in events:
+        event = parse_event(raw)
+        queue = queue_name(partition_for(event.order_id, partitions))
+        sends.append((TASK_FOR_TYPE[event.event_type], queue, {"event": event.to_wire()}))
+    return sends
+
+
+def send_raw(sends: list[tuple[str, str, dict[str, Any]]]) -> int:
+    """A pipelined send_task loop (kombu producer.batch, as bench/noop_app.enqueue)."""
+    from orderfleet.worker.celery_app import app
+
+    with app.producer_or_acquire() as producer:
+        for start in range(0, len(sends), BATCH):
+            with producer.batch(max_size=BATCH):
+                for task, queue, kwargs in sends[start : start + BATCH]:
+                    app.send_task(
+                        task, kwargs=kwargs, queue=queue, routing_key=queue, producer=producer
+                    )
+    return len(sends)
+
+
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Publish --messages events in one call (or the raw loop); events, messages, seconds."""
+    events = traffic(args.messages, args.seed, args.tag)
+    if args.raw:
+        sends = raw_sends(events)
+        began = time.perf_counter()
+        messages = send_raw(sends)
+    else:
+        publish = publisher(args.bulk)
+        began = time.perf_counter()
+        messages = publish(events)
+    seconds = time.perf_counter() - began
+    return {"events": len(events), "messages": messages, "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Generate the traffic, publish it in the chosen mode, write the publish times."""
-    from orderfleet.tasks.producer import publish_many
-
     args = _arguments(argv)
+    if args.mode == "speed":
+        summary = speed(args)
+        args.out.write_text(json.dumps(summary))
+        print(json.dumps(summary), flush=True)
+        return 0
+    publish = publisher(args.bulk)
     if args.mode == "backlog":
         events = traffic(args.messages, args.seed, args.tag)[args.shard :: args.shards]
         began = time.perf_counter()
-        stamps, published = publish_backlog(events, publish_many)
+        stamps, messages = publish_backlog(events, publish, args.chunk)
+        published = len(events)
     else:
         events = traffic(round(args.rate * args.duration), args.seed, args.tag)
         began = time.perf_counter()
-        stamps, published = publish_at_rate(
-            events, args.rate, publish_many, args.duration * 1.5 + 5
+        stamps, published, messages = publish_at_rate(
+            events, args.rate, publish, args.duration * 1.5 + 5
         )
     seconds = time.perf_counter() - began
-    summary = {"published": published, "distinct": len(stamps), "seconds": seconds}
+    summary = {"published": published, "messages": messages, "distinct": len(stamps)}
+    summary["seconds"] = seconds
     args.out.write_text(json.dumps({**summary, "first_publish": stamps}))
     print(json.dumps(summary), flush=True)
     return 0

@@ -69,87 +69,159 @@ def _latency(name: str) -> Getter:
     return lambda run: run["latency"][name]
 
 
-ROWS: list[tuple[str, str, str, Getter, str]] = [
-    ("baseline", "(a) raw no-op Celery: drain", "msg/s", lambda r: r["messages_per_s"], ",.0f"),
+def _either(*keys: str) -> Getter:
+    """The first of these keys a run has (the no-op counts messages, the fleet events)."""
+    return lambda run: next((run[k] for k in keys if k in run), None)
+
+
+DRAIN_COLUMNS = {
+    "baseline": "(a) no-op",
+    "unbatched": "(b1) unbatched",
+    "batched": "(b2) batched",
+    "bulk": "(b3) bulk",
+}
+RATE = _either("messages_per_s", "events_per_s")
+DRAIN_ROWS: list[tuple[str, str, Getter, str]] = [
+    ("drain rate", "msg|ev/s", RATE, ",.0f"),
+    ("distinct events applied", "events/s", lambda r: r.get("applied_events_per_s"), ",.0f"),
+    ("events per message", "events", lambda r: r.get("events_per_message"), ",.1f"),
+    ("window (a: until empty)", "s", lambda r: r["seconds"], ".1f"),
     (
-        "baseline",
-        "(a) worker CPU per message",
+        "worker CPU per message / event",
         "ms",
-        lambda r: r["worker_cpu_ms_per_message"],
+        _either("worker_cpu_ms_per_message", "worker_cpu_ms_per_event"),
         ".3f",
     ),
-    ("baseline", "(a) CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f"),
-    ("fleet", "(b) orderfleet: backlog drain", "msg/s", lambda r: r["messages_per_s"], ",.0f"),
     (
-        "fleet",
-        "(b) distinct events applied",
-        "events/s",
-        lambda r: r["applied_events_per_s"],
-        ",.0f",
-    ),
-    ("ratio", "(b) / (a)", "x", lambda r: r, ".3f"),
-    ("fleet", "(b) window", "s", lambda r: r["seconds"], ".1f"),
-    ("fleet", "(b) publish->commit p50 (incl. backlog wait)", "ms", _latency("p50_ms"), ",.0f"),
-    ("fleet", "(b) publish->commit p95 (incl. backlog wait)", "ms", _latency("p95_ms"), ",.0f"),
-    ("fleet", "(b) publish->commit p99 (incl. backlog wait)", "ms", _latency("p99_ms"), ",.0f"),
-    ("fleet", "(b) worker CPU per message", "ms", lambda r: r["worker_cpu_ms_per_message"], ".3f"),
-    (
-        "fleet",
-        "(b) worker CPU in window, per worker",
-        "s",
-        lambda r: r["worker_cpu_s_per_worker"],
-        ".1f",
-    ),
-    (
-        "fleet",
-        "(b) server CPU per message (PostgreSQL + Redis)",
+        "server CPU per event (PostgreSQL + Redis)",
         "ms",
-        lambda r: r.get("server_cpu_ms_per_message"),
+        _either("server_cpu_ms_per_message", "server_cpu_ms_per_event"),
         ".3f",
     ),
-    ("fleet", "(b) machine CPU busy in window", "%", lambda r: r["machine_cpu_busy_pct"], ".0f"),
-    ("fleet", "(b) CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f"),
-    ("fleet", "(b) peak RSS of a worker", "MiB", lambda r: r["worker_peak_rss_mb"], ".0f"),
-    ("fleet", "(b) conflicts (retry:*)", "count", lambda r: r["conflicts"], ",.0f"),
-    ("fleet", "(b) duplicates (deliveries - events)", "count", lambda r: r["duplicates"], ",.0f"),
-    ("fleet", "(b) dead letters", "count", lambda r: r["dead_letters"], ",.0f"),
-    ("latency", "(c) offered load", "events/s", lambda r: r["rate_offered"], ",.0f"),
-    ("latency", "(c) achieved load", "events/s", lambda r: r["rate_achieved"], ",.0f"),
-    ("latency", "(c) publish->commit p50", "ms", _latency("p50_ms"), ",.1f"),
-    ("latency", "(c) publish->commit p95", "ms", _latency("p95_ms"), ",.1f"),
-    ("latency", "(c) publish->commit p99", "ms", _latency("p99_ms"), ",.1f"),
-    (
-        "latency",
-        "(c) worker CPU per message",
-        "ms",
-        lambda r: r["worker_cpu_ms_per_message"],
-        ".3f",
-    ),
-    ("latency", "(c) conflicts (retry:*)", "count", lambda r: r["conflicts"], ",.0f"),
-    ("latency", "(c) CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f"),
+    ("peak RSS of a worker", "MiB", lambda r: r["worker_peak_rss_mb"], ".0f"),
+    ("machine CPU busy", "%", lambda r: r["machine_cpu_busy_pct"], ".0f"),
+    ("CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f"),
+    ("publish->commit p50, backlog wait", "ms", lambda r: _p(r, "p50_ms"), ",.0f"),
+    ("publish->commit p99, backlog wait", "ms", lambda r: _p(r, "p99_ms"), ",.0f"),
+    ("conflicts (retry:*)", "count", lambda r: r.get("conflicts"), ",.0f"),
+    ("duplicates (deliveries - events)", "count", lambda r: r.get("duplicates"), ",.0f"),
+    ("dead letters", "count", lambda r: r.get("dead_letters"), ",.0f"),
 ]
 
 
-def table(result: dict[str, Any]) -> Table:
-    """The medians and per-run values of every headline number."""
-    runs = result["config"]["runs"]
+def _p(run: dict[str, Any], name: str) -> Any:
+    return run["latency"][name] if "latency" in run else None
+
+
+def _producer(mode: str, key: str = "events_per_s") -> Getter:
+    return lambda run: run[mode][key]
+
+
+def _per_message(run: dict[str, Any]) -> float:
+    return run["bulk"]["events"] / max(1, run["bulk"]["messages"])
+
+
+Row = tuple[str, str, str, Getter, str, str]
+ROWS: list[Row] = [
+    ("latency", "(c) b2 capacity of the same run", "events/s", lambda r: r["capacity"], ",.0f", ""),
+    ("latency", "(c) offered load", "events/s", lambda r: r["rate_offered"], ",.0f", ""),
+    ("latency", "(c) achieved load", "events/s", lambda r: r["rate_achieved"], ",.0f", ""),
+    ("latency", "(c) publish->commit p50", "ms", _latency("p50_ms"), ",.1f", ""),
+    ("latency", "(c) publish->commit p95", "ms", _latency("p95_ms"), ",.1f", ""),
+    ("latency", "(c) publish->commit p99", "ms", _latency("p99_ms"), ",.1f", "<= 100"),
+    (
+        "latency",
+        "(c) worker CPU per event",
+        "ms",
+        lambda r: r["worker_cpu_ms_per_event"],
+        ".3f",
+        "",
+    ),
+    ("latency", "(c) peak RSS of a worker", "MiB", lambda r: r["worker_peak_rss_mb"], ".0f", ""),
+    ("latency", "(c) conflicts (retry:*)", "count", lambda r: r["conflicts"], ",.0f", ""),
+    ("latency", "(c) CPU used by other work", "%", lambda r: r.get("other_cpu_pct"), ".0f", ""),
+    ("producer", "(d) publish_many, bulk", "events/s", _producer("bulk"), ",.0f", ">= 20,000"),
+    ("producer", "(d) bulk: events per message", "events", _per_message, ",.0f", ""),
+    ("producer", "(d) publish_many, per event", "events/s", _producer("per_event"), ",.0f", ""),
+    ("producer", "(d) raw pipelined send_task loop", "msg/s", _producer("raw"), ",.0f", ""),
+    ("producer", "(d) per event / raw", "x", lambda r: r["per_event_to_raw"], ".3f", ">= 0.7"),
+]
+STORE_ROWS: list[tuple[str, str, Getter, str]] = [
+    ("batched per-event drain", "events/s", lambda r: r["events_per_s"], ",.0f"),
+    ("worker CPU per event", "ms", lambda r: r["worker_cpu_ms_per_event"], ".3f"),
+    ("peak RSS of a worker", "MiB", lambda r: r["worker_peak_rss_mb"], ".0f"),
+]
+
+
+def drain_table(result: dict[str, Any]) -> Table:
+    """One column per drain (medians), ratios to the no-op rate, per-run rates and ratios."""
     machine = result["machine"]
     title = (
-        f"orderfleet bench: {result['config']['workers']} worker processes, "
-        f"{machine['cores_logical']} cores, {machine['ram_gib']} GiB, {machine['date']}"
+        f"orderfleet bench: backlog drains, {result['config']['workers']} worker processes, "
+        f"{machine['cores_logical']} cores, {machine['ram_gib']} GiB, {machine['date']}; "
+        f"medians of {result['config']['runs']} run(s)"
     )
     grid = Table(title=title, title_justify="left")
-    for column in ["measurement", "unit", "median", *(f"run {n}" for n in range(1, runs + 1))]:
+    for column in ["measurement", "unit", *DRAIN_COLUMNS.values()]:
         grid.add_column(column, justify="left" if column in ("measurement", "unit") else "right")
-    for section, label, unit, get, fmt in ROWS:
-        median, per_run = _values(result, section, get)
-        grid.add_row(label, unit, _fmt(median, fmt), *(_fmt(v, fmt) for v in per_run))
+    grid.add_row("drain rate (a: msg/s, b: events/s)", "/s", *_cells(result, RATE, ",.0f"))
+    grid.add_row("  per run", "/s", *_per_run_cells(result, RATE, ",.0f"))
+    grid.add_row("ratio to (a) of the same run", "x", *_ratio_cells(result, "median"))
+    grid.add_row("  per run", "x", *_ratio_cells(result, "per_run"))
+    grid.add_row("  target", "x", "", *(f">= {_g(r['target'])}" for r in _kind_ratios(result)))
+    for label, unit, get, fmt in DRAIN_ROWS[1:]:
+        grid.add_row(label, unit, *_cells(result, get, fmt))
     return grid
 
 
+def _cells(result: dict[str, Any], get: Getter, fmt: str) -> list[str]:
+    return [_fmt(get(result[name]["median"]), fmt) for name in DRAIN_COLUMNS]
+
+
+def _per_run_cells(result: dict[str, Any], get: Getter, fmt: str) -> list[str]:
+    return [" / ".join(_fmt(get(r), fmt) for r in result[n]["runs"]) for n in DRAIN_COLUMNS]
+
+
+def _kind_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [result["ratio"][name] for name in DRAIN_COLUMNS if name != "baseline"]
+
+
+def _ratio_cells(result: dict[str, Any], key: str) -> list[str]:
+    cells = ["1.000" if key == "median" else ""]
+    for ratio in _kind_ratios(result):
+        value = ratio[key]
+        cells.append(" / ".join(f"{v:.3f}" for v in value) if key == "per_run" else f"{value:.3f}")
+    return cells
+
+
+def _g(value: float) -> str:
+    return format(value, "g")
+
+
+def table(result: dict[str, Any]) -> Table:
+    """Latency (c), producer (d) and, when measured, store size (e): medians and every run."""
+    runs = result["config"]["runs"]
+    grid = Table(title="latency, producer, store size", title_justify="left")
+    columns = ["measurement", "unit", "median", *(f"run {n}" for n in range(1, runs + 1))]
+    for column in [*columns, "target"]:
+        grid.add_column(column, justify="left" if column in ("measurement", "unit") else "right")
+    for section, label, unit, get, fmt, target in [*ROWS, *_store_rows(result)]:
+        median, per_run = _values(result, section, get)
+        grid.add_row(label, unit, _fmt(median, fmt), *(_fmt(v, fmt) for v in per_run), target)
+    return grid
+
+
+def _store_rows(result: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for block in ("store_small", "store_large"):
+        if block in result:
+            orders = result[block]["runs"][0]["orders_in_store"]
+            for label, unit, get, fmt in STORE_ROWS:
+                rows.append((block, f"(e) {orders:,} orders: {label}", unit, get, fmt, ""))
+    return rows
+
+
 def _values(result: dict[str, Any], section: str, get: Getter) -> tuple[Any, list[Any]]:
-    if section == "ratio":
-        return result["ratio"]["fleet_to_baseline"], result["ratio"]["per_run"]
     block = result[section]
     return get(block["median"]), [get(run) for run in block["runs"]]
 
@@ -158,25 +230,51 @@ def _fmt(value: Any, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def targets(result: dict[str, Any]) -> str:
+    """One line: each acceptance target, its median and whether it is met."""
+    ratio, summary = result["ratio"], result["summary"]
+    checks = [
+        (
+            f"{kind} {ratio[kind]['median']:.2f}x >= {_g(ratio[kind]['target'])}",
+            ratio[kind]["median"] >= ratio[kind]["target"],
+        )
+        for kind in ("unbatched", "batched", "bulk")
+    ]
+    checks.append(
+        (f"p99 {summary['latency_p99_ms']:.0f} ms <= 100", summary["latency_p99_ms"] <= 100)
+    )
+    bulk = summary["producer_bulk_events_per_s"]
+    checks.append((f"producer bulk {bulk:,.0f}/s >= 20,000", bulk >= 20_000))
+    per_event = summary["producer_per_event_to_raw"]
+    checks.append((f"producer per event / raw {per_event:.2f} >= 0.7", per_event >= 0.7))
+    return "targets: " + "; ".join(f"{text} {'met' if ok else 'NOT MET'}" for text, ok in checks)
+
+
 def footnotes(result: dict[str, Any]) -> list[str]:
-    """Lines printed under the table: how it was measured, and what to distrust."""
-    machine, rate = result["machine"], result["latency"]["rate"]
-    return [
+    """Lines printed under the tables: how it was measured, and what to distrust."""
+    machine, config = result["machine"], result["config"]
+    notes = [
         f"command: {result['command']}",
         f"servers: {result['servers']['source']} (PostgreSQL {machine['postgresql']}, "
         f"Redis {machine['redis']}); Python {machine['python']}, Celery {machine['celery']}, "
         f"kombu {machine['kombu']}, redis-py {machine['redis_py']}, "
         f"SQLAlchemy {machine['sqlalchemy']}",
-        f"(c) rate used: {rate['used']:g} events/s ({rate['why']})",
-        f"orderfleet throughput = {result['ratio']['fleet_to_baseline']:.1%} of the raw no-op "
-        "Celery ceiling (median (b) msg/s / median (a) msg/s)",
-        *result["warnings"],
+        f"(c) offered load: {config['load']:g} x the same run's (b2) events/s; "
+        f"(d) {config['producer_events']:,} events per mode, one process each",
+        targets(result),
     ]
+    for fill in result.get("store_fill") or []:
+        notes.append(
+            f"(e) store filled by SQL to {fill['orders']:,} orders / {fill['events']:,} events "
+            f"in {fill['fill_seconds']:.0f} s"
+        )
+    return [*notes, *result["warnings"]]
 
 
 def print_report(result: dict[str, Any], path: Path, console: Console | None = None) -> None:
-    """Print the table, its footnotes and where the JSON went."""
+    """Print the tables, their footnotes and where the JSON went."""
     console = console or Console()
+    console.print(drain_table(result))
     console.print(table(result))
     for line in footnotes(result):
         console.print(line, highlight=False, soft_wrap=True)

@@ -1,4 +1,4 @@
-"""One bench run: (a), (b) and (c) in turn, `runs` times, on the same servers; then medians."""
+"""One bench run: (a) to (d) in turn, `runs` times, on the same servers, then (e); medians."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from orderfleet.worker.db import make_engine
 from rich.console import Console
 
 from bench.baseline import run_baseline
-from bench.config import BenchConfig
+from bench.config import SMALL_STORE, BenchConfig
 from bench.context import Context
-from bench.fleet import backlog_for, run_latency, run_throughput
+from bench.fleet import Drain, backlog_for, run_latency, run_throughput
+from bench.procs import log_errors
+from bench.publishing import run_producer
 from bench.report import machine_facts
 from bench.servers import (
     Servers,
@@ -28,25 +30,40 @@ from bench.servers import (
     run_id,
     server_versions,
 )
-from bench.stats import median_of
+from bench.stats import median_of, median_or_zero
+from bench.store import prefill
 
 METHOD = {
     "a": "raw no-op Celery task (bench/noop_app.py): N pre-enqueued messages drained by the "
     "workers (solo, -c 1, prefetch 1, acks_late, JSON); messages/s from the moment every "
     "worker is ready until the queue is empty",
-    "b": "orderfleet: a backlog pre-enqueued by producer processes (sized from a pilot or the "
-    "previous run to outlast the window), then `orderfleet worker --index i --of N`; "
-    "messages ended (applied + duplicate + dead-lettered, from the fleet tallies) in a fixed "
-    "window starting `warmup` s after every worker is ready. Latency is publish (producer "
-    "wall clock) -> order_events.received_at of events committed in the window, so it "
-    "includes the wait in the backlog",
-    "c": "orderfleet: one producer process publishes at a fixed rate (open loop) into running "
-    "workers; publish -> order_events.received_at per event, the first `latency_warmup` "
-    "s left out",
+    "b": "orderfleet: a backlog pre-enqueued by producer processes (sized from the no-op rate "
+    "of run 1 or the previous runs to outlast the window), then `orderfleet worker --index i "
+    "--of N`; events ended (applied + duplicate + dead-lettered, from the fleet tallies) in a "
+    "fixed window starting `warmup` s after every worker is ready. b1: per-event messages, "
+    "ORDERFLEET_BATCHING=false; b2: per-event messages, batching on (default); b3: bulk "
+    "messages (publish_many bulk=True, about 100 events per message), batching on. Ratios: "
+    "events/s over the raw no-op msg/s of the same run, median of the runs. Latency is "
+    "publish (producer wall clock) -> order_events.received_at of events committed in the "
+    "window, so it includes the wait in the backlog",
+    "c": "orderfleet, batching on: one producer process publishes per-event messages at "
+    "`load` x the same run's b2 rate (open loop) into running workers; publish -> "
+    "order_events.received_at per event, the first `latency_warmup` s left out",
+    "d": "one producer process per mode publishes `producer_events` events of the same traffic "
+    "into a prefix no worker consumes: publish_many bulk=True in one call, publish_many "
+    "bulk=False in one call, and a raw pipelined send_task loop (kombu producer.batch of "
+    "1,000) over the same pre-built per-event messages; events/s of the publish only",
+    "e": "with --orders-in-store N: the store pre-filled by SQL (generate_series: orders in "
+    "progress, 2 events each) with 10,000 and then N orders, and a b2 drain on each",
     "traffic": "bench/traffic.py: orders of 5 event types (some missing, some payments "
-    "corrected), 10% re-delivered, shuffled in windows of 500 messages, explicit eventIds",
+    "corrected), 30% re-delivered, shuffled in windows of 500 messages, explicit eventIds",
 }
 
+KINDS = ("unbatched", "batched", "bulk")
+FIRST_GUESS = {"unbatched": 0.5, "batched": 1.0, "bulk": 6.0}  # x no-op msg/s: run 1's backlogs
+TARGETS = {"unbatched": 0.8, "batched": 0.8, "bulk": 5.0}
+BLOCKS = ("baseline", *KINDS, "latency", "producer")
+STORE_BLOCKS = ("store_small", "store_large")
 OTHER_WORK_WARN = 10.0
 Log = Callable[[str], None]
 
@@ -58,6 +75,7 @@ def run(config: BenchConfig, argv: list[str], console: Console) -> dict[str, Any
         console.print(f"servers: {servers.source}; logs: {ctx.log_dir}", highlight=False)
         machine = machine_facts(server_versions(ctx.redis, ctx.engine))
         measured = _measure(ctx, lambda line: console.print(line, highlight=False))
+        measured["log_errors"] = log_errors(ctx.log_dir)
         shutil.rmtree(ctx.log_dir, ignore_errors=True)  # kept only when the run failed
     return _document(config, argv, servers, machine, measured, started)
 
@@ -85,51 +103,79 @@ def _context(config: BenchConfig, servers: Servers) -> Iterator[Context]:
 
 
 def _measure(ctx: Context, log: Log) -> dict[str, Any]:
-    """Every run of (a), (b), (c) in turn, with the pilot and the choice of rate."""
-    out: dict[str, Any] = {"baseline": [], "fleet": [], "latency": [], "pilot": None}
+    """Every run of (a) to (d) in turn; then (e) when asked for."""
+    out: dict[str, Any] = {name: [] for name in BLOCKS}
     for run in range(1, ctx.config.runs + 1):
         _one_run(ctx, run, out, log)
+    if ctx.config.orders_in_store is not None:
+        out.update(_store(ctx, out, log))
     return out
 
 
 def _one_run(ctx: Context, run: int, out: dict[str, Any], log: Log) -> None:
-    """(a), then (b) on a backlog sized from the best rate so far, then (c)."""
+    """(a), the three drains (b1-b3), (c) at a share of b2's rate, then (d)."""
     config, of = ctx.config, f"run {run}/{ctx.config.runs}"
     a = run_baseline(ctx, run)
     out["baseline"].append(a)
     log(f"{of} (a) raw no-op Celery: {a['messages_per_s']:,.0f} msg/s")
-    if out["pilot"] is None:
-        out["pilot"] = _pilot(ctx)
-        log(f"pilot (b): {out['pilot']['messages_per_s']:,.0f} msg/s sizes the first backlog")
-    estimate = max(r["messages_per_s"] for r in [out["pilot"], *out["fleet"]])
-    backlog = backlog_for(estimate, config.duration, config.warmup)
-    b = run_throughput(ctx, backlog, config.duration, f"r{run}b", config.seed + run)
-    out["fleet"].append(b)
-    log(f"{of} (b) orderfleet: {b['messages_per_s']:,.0f} msg/s (backlog {backlog:,})")
-    out.setdefault("rate", choose_rate(config, b["messages_per_s"]))
-    c = run_latency(ctx, out["rate"]["used"], config.rate_duration, f"r{run}c", config.seed)
+    for kind in KINDS:
+        guess = FIRST_GUESS[kind] * a["messages_per_s"]
+        b = _drain(ctx, kind, f"r{run}{kind[:2]}", _estimate(out[kind], guess), config.seed + run)
+        b["to_baseline"] = round(b["events_per_s"] / a["messages_per_s"], 4)
+        out[kind].append(b)
+        log(f"{of} (b) {kind}: {b['events_per_s']:,.0f} events/s = {b['to_baseline']:.2f}x (a)")
+    capacity = out["batched"][-1]["events_per_s"]
+    rate = max(1.0, math.floor(config.load * capacity))
+    c = run_latency(ctx, rate, config.rate_duration, f"r{run}c", config.seed)
+    c["capacity"] = capacity
     out["latency"].append(c)
     p = c["latency"]
-    log(f"{of} (c) at {c['rate_offered']:g}/s: p50 {p['p50_ms']:.0f} ms, p99 {p['p99_ms']:.0f} ms")
-
-
-def _pilot(ctx: Context) -> dict[str, Any]:
-    """A short (b) whose rate sizes the first real backlog."""
-    config = ctx.config
-    return run_throughput(ctx, config.pilot_messages, config.pilot_duration, "pilot", config.seed)
-
-
-def choose_rate(config: BenchConfig, capacity: float) -> dict[str, Any]:
-    """The offered load of (c): the requested rate, capped below the measured capacity."""
-    cap = max(1.0, math.floor(config.max_load * capacity))
-    used = min(config.rate, cap)
-    why = (
-        f"requested {config.rate:g}"
-        if used == config.rate
-        else f"requested {config.rate:g}, capped at {config.max_load:.0%} of capacity"
+    log(f"{of} (c) at {rate:g}/s: p50 {p['p50_ms']:.0f} ms, p99 {p['p99_ms']:.0f} ms")
+    d = run_producer(ctx, run)
+    out["producer"].append(d)
+    log(
+        f"{of} (d) producer: bulk {d['bulk']['events_per_s']:,.0f} events/s, per event / raw "
+        f"{d['per_event_to_raw']:.2f}"
     )
-    why += f"; capacity (b) run 1: {capacity:,.0f} msg/s"
-    return {"requested": config.rate, "used": used, "capacity": capacity, "why": why}
+
+
+def _estimate(earlier: list[dict[str, Any]], guess: float) -> float:
+    """The rate that sizes a backlog: the best earlier run of its kind, else the guess."""
+    return max((r["events_per_s"] for r in earlier), default=guess)
+
+
+def _drain(
+    ctx: Context, kind: str, name: str, estimate: float, seed: int, keep_store: bool = False
+) -> dict[str, Any]:
+    """One drain of `kind` on a backlog sized to outlast its window."""
+    config = ctx.config
+    duration = config.bulk_duration if kind == "bulk" else config.duration
+    backlog = backlog_for(estimate, duration, config.warmup)
+    drain = Drain(kind, name, backlog, duration, seed, keep_store)
+    return {**run_throughput(ctx, drain), "planned_seconds": duration}
+
+
+def _store(ctx: Context, out: dict[str, Any], log: Log) -> dict[str, Any]:
+    """(e): b2 drains with 10,000 and then N orders pre-filled, `runs` times each."""
+    config = ctx.config
+    estimate = _estimate(out["batched"], 1.0)
+    ctx.reset()
+    found: dict[str, Any] = {"store_fill": []}
+    for block, orders in zip(STORE_BLOCKS, (SMALL_STORE, config.orders_in_store), strict=True):
+        filled = prefill(ctx.engine, orders, start=SMALL_STORE if block == "store_large" else 0)
+        found["store_fill"].append(filled)
+        log(f"(e) store filled to {orders:,} orders in {filled['fill_seconds']:.0f} s")
+        found[block] = []
+        for run in range(1, config.runs + 1):
+            name = f"r{run}e{'s' if block == 'store_small' else 'l'}"
+            e = _drain(ctx, "batched", name, estimate, config.seed + run, keep_store=True)
+            e["orders_in_store"] = orders
+            found[block].append(e)
+            log(
+                f"run {run}/{config.runs} (e) {orders:,} orders: {e['events_per_s']:,.0f} "
+                f"events/s, {e['worker_cpu_ms_per_event']:.3f} ms CPU/event"
+            )
+    return found
 
 
 def _document(
@@ -140,15 +186,12 @@ def _document(
     measured: dict[str, Any],
     started: float,
 ) -> dict[str, Any]:
-    """The JSON document: facts, config, method, every run, medians, ratio, warnings."""
-    blocks = {
-        k: {"runs": measured[k], "median": median_of(measured[k])}
-        for k in ("baseline", "fleet", "latency")
-    }
-    blocks["latency"]["rate"] = measured["rate"]
-    ratio = _ratio(blocks)
+    """The JSON document: facts, config, method, every run, medians, ratios, warnings."""
+    names = [*BLOCKS, *(b for b in STORE_BLOCKS if b in measured)]
+    blocks = {k: {"runs": measured[k], "median": median_of(measured[k])} for k in names}
+    ratios = _ratios(blocks)
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "command": " ".join(["python -m bench", *argv]).strip(),
         "started_at": _iso(started),
         "finished_at": _iso(time.time()),
@@ -157,60 +200,85 @@ def _document(
         "config": _config(config),
         "method": METHOD,
         **blocks,
-        "pilot": measured["pilot"],
-        "ratio": ratio,
-        "summary": _summary(blocks, ratio),
-        "warnings": _warnings(blocks, config.wait_quiet),
+        "store_fill": measured.get("store_fill"),
+        "log_errors": measured["log_errors"],
+        "ratio": ratios,
+        "summary": _summary(blocks, ratios),
+        "warnings": _warnings(blocks, config.wait_quiet) + _log_warnings(measured["log_errors"]),
     }
 
 
-def _ratio(blocks: dict[str, Any]) -> dict[str, Any]:
-    base = blocks["baseline"]["median"]["messages_per_s"]
-    fleet = blocks["fleet"]["median"]["messages_per_s"]
-    pairs = zip(blocks["baseline"]["runs"], blocks["fleet"]["runs"], strict=True)
-    return {
-        "fleet_to_baseline": round(fleet / base, 4),
-        "per_run": [round(f["messages_per_s"] / b["messages_per_s"], 4) for b, f in pairs],
-        "definition": "median orderfleet messages/s (b) / median raw no-op messages/s (a)",
-    }
+def _ratios(blocks: dict[str, Any]) -> dict[str, Any]:
+    """Each drain's events/s over the same run's no-op msg/s: per run, median, target."""
+    ratios: dict[str, Any] = {}
+    for kind in KINDS:
+        per_run = [run["to_baseline"] for run in blocks[kind]["runs"]]
+        ratios[kind] = {"median": median_or_zero(per_run), "per_run": per_run}
+        ratios[kind]["target"] = TARGETS[kind]
+    ratios["definition"] = "drain events/s (b) / raw no-op msg/s (a) of the same run; median"
+    return ratios
 
 
-def _summary(blocks: dict[str, Any], ratio: dict[str, Any]) -> dict[str, Any]:
+def _summary(blocks: dict[str, Any], ratios: dict[str, Any]) -> dict[str, Any]:
     """The headline medians, flat."""
-    a, b, c = (blocks[k]["median"] for k in ("baseline", "fleet", "latency"))
-    return {
-        "baseline_messages_per_s": a["messages_per_s"],
-        "fleet_messages_per_s": b["messages_per_s"],
-        "fleet_applied_events_per_s": b["applied_events_per_s"],
-        "fleet_to_baseline_ratio": ratio["fleet_to_baseline"],
-        "fleet_worker_cpu_ms_per_message": b["worker_cpu_ms_per_message"],
-        "fleet_worker_peak_rss_mb": b["worker_peak_rss_mb"],
-        "fleet_conflicts": b["conflicts"],
-        "fleet_duplicates": b["duplicates"],
-        "latency_rate": blocks["latency"]["rate"]["used"],
-        "latency_p50_ms": c["latency"]["p50_ms"],
-        "latency_p95_ms": c["latency"]["p95_ms"],
-        "latency_p99_ms": c["latency"]["p99_ms"],
-    }
+    median = {name: block["median"] for name, block in blocks.items()}
+    summary: dict[str, Any] = {"baseline_messages_per_s": median["baseline"]["messages_per_s"]}
+    for kind in KINDS:
+        summary[f"{kind}_events_per_s"] = median[kind]["events_per_s"]
+        summary[f"{kind}_to_baseline_ratio"] = ratios[kind]["median"]
+        summary[f"{kind}_worker_cpu_ms_per_event"] = median[kind]["worker_cpu_ms_per_event"]
+        summary[f"{kind}_worker_peak_rss_mb"] = median[kind]["worker_peak_rss_mb"]
+    latency = median["latency"]
+    summary["latency_rate"] = latency["rate_offered"]
+    for p in ("p50", "p95", "p99"):
+        summary[f"latency_{p}_ms"] = latency["latency"][f"{p}_ms"]
+    producer = median["producer"]
+    summary["producer_bulk_events_per_s"] = producer["bulk"]["events_per_s"]
+    summary["producer_per_event_events_per_s"] = producer["per_event"]["events_per_s"]
+    summary["producer_raw_events_per_s"] = producer["raw"]["events_per_s"]
+    summary["producer_per_event_to_raw"] = producer["per_event_to_raw"]
+    for block in STORE_BLOCKS:
+        if block in median:
+            summary[f"{block}_events_per_s"] = median[block]["events_per_s"]
+            summary[f"{block}_worker_cpu_ms_per_event"] = median[block]["worker_cpu_ms_per_event"]
+    return summary
 
 
 def _warnings(blocks: dict[str, Any], wait_limit: float) -> list[str]:
     """What makes a number less trustworthy: short windows, backlogs run dry, a busy machine."""
     notes = []
-    if any(run["drained_early"] for run in blocks["fleet"]["runs"]):
-        notes.append("warning: a (b) backlog ran out before its window ended (window cut short)")
+    drains = [*KINDS, *(b for b in STORE_BLOCKS if b in blocks)]
+    short = [k for k in drains if any(_cut_short(run) for run in blocks[k]["runs"])]
+    if short:
+        notes.append(
+            f"warning: a backlog ran out in under half its window ({', '.join(short)}): "
+            "short windows are noisy"
+        )
     if not all(run["all_committed"] for run in blocks["latency"]["runs"]):
         notes.append("warning: in (c) some events were not committed within the drain timeout")
-    other = [run.get("other_cpu_pct", 0.0) for block in blocks.values() for run in block["runs"]]
+    runs = [run for block in blocks.values() for run in block["runs"]]
+    other = [run.get("other_cpu_pct", 0.0) for run in runs]
     if other and max(other) > OTHER_WORK_WARN:
         notes.append(
             f"warning: other work used up to {max(other):.0f}% of the machine's CPU during a "
             "measurement (it competes with the fleet: numbers are low and noisy)"
         )
-    waits = [run["waited_for_quiet_s"] for block in blocks.values() for run in block["runs"]]
+    waits = [run["waited_for_quiet_s"] for run in runs]
     if wait_limit > 0 and waits and max(waits) >= wait_limit:
         notes.append(f"warning: the machine was still busy after waiting {wait_limit:g} s to start")
     return notes
+
+
+def _log_warnings(errors: dict[str, list[str]]) -> list[str]:
+    """One warning naming the processes whose logs had errors, with the first such line."""
+    if not errors:
+        return []
+    first = next(iter(errors.values()))[0]
+    return [f"warning: errors in the logs of {', '.join(sorted(errors))}; first: {first}"]
+
+
+def _cut_short(run: dict[str, Any]) -> bool:
+    return bool(run["drained_early"]) and run["seconds"] < run["planned_seconds"] / 2
 
 
 def _config(config: BenchConfig) -> dict[str, Any]:

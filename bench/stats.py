@@ -43,3 +43,8 @@ def median_of(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _round(value: float) -> float:
     return value if isinstance(value, int) else round(value, 4)
+
+
+def median_or_zero(values: Sequence[float]) -> float:
+    """The median of values rounded like median_of, 0.0 when there are none."""
+    return _round(statistics.median(values)) if values else 0.0

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 T0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
-REDELIVER = 0.1
+REDELIVER = 0.3
 WINDOW = 500
 
 
@@ -26,7 +26,7 @@ def _distinct(count: int, rng: random.Random, tag: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     orders = 0
     while len(events) < count:
-        events += _order(f"{tag}-o{orders}", rng)
+        events += order_events(f"{tag}-o{orders}", rng)
         orders += 1
     events = events[:count]
     for number, event in enumerate(events):
@@ -51,7 +51,7 @@ def _deliveries(
     return sent
 
 
-def _order(order_id: str, rng: random.Random) -> list[dict[str, Any]]:
+def order_events(order_id: str, rng: random.Random) -> list[dict[str, Any]]:
     """One order's events: created, reserved, paid (maybe failed first), shipped, loyalty."""
 
     def at(minutes: int) -> str:

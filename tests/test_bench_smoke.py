@@ -18,26 +18,31 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 180
 
+DRAINS = ("unbatched", "batched", "bulk")
 TOP_KEYS = {
     "machine",
     "servers",
     "config",
     "method",
     "baseline",
-    "fleet",
+    *DRAINS,
     "latency",
-    "pilot",
+    "producer",
     "ratio",
     "summary",
     "warnings",
 }
 MACHINE_KEYS = {"cores_logical", "ram_gib", "python", "celery", "kombu", "redis_py"}
 MACHINE_KEYS |= {"sqlalchemy", "postgresql", "redis", "date"}
+DRAIN_KEYS = ["events_per_s", "applied_events_per_s", "worker_cpu_s", "worker_peak_rss_mb"]
 POSITIVE = {
-    "baseline": ["messages_per_s", "worker_cpu_s"],
-    "fleet": ["messages_per_s", "applied_events_per_s", "worker_cpu_s", "worker_peak_rss_mb"],
-    "latency": ["rate_offered", "rate_achieved", "committed", "worker_cpu_s"],
+    "baseline": ["messages_per_s", "worker_cpu_s", "worker_peak_rss_mb"],
+    **dict.fromkeys(DRAINS, DRAIN_KEYS),
+    "latency": ["rate_offered", "rate_achieved", "committed", "worker_cpu_s", "capacity"],
+    "producer": ["per_event_to_raw"],
 }
+ROW_LABELS = ["(a) no-op", "(b1) unbatched", "(b2) batched", "(b3) bulk", "ratio to (a)"]
+ROW_LABELS += ["(c) publish->commit p99", "(d) publish_many, bulk", "(d) per event / raw"]
 
 
 def broker_url_for(redis_url: str) -> str:
@@ -71,9 +76,10 @@ def test_quick_bench_writes_a_complete_result(
         "--quick",
         "--runs=1",
         "--duration=3",
+        "--bulk-duration=2",
         "--rate-duration=3",
         "--noop-messages=1000",
-        "--pilot-messages=600",
+        "--producer-events=2000",
         f"--data-dir={tmp_path / 'data'}",
         f"--output={output}",
     ]
@@ -86,7 +92,8 @@ def test_quick_bench_writes_a_complete_result(
         timeout=TIMEOUT,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "(b) / (a)" in done.stdout
+    for label in ROW_LABELS:
+        assert label in done.stdout, label
 
     result = json.loads(output.read_text())
     assert result.keys() >= TOP_KEYS
@@ -96,8 +103,12 @@ def test_quick_bench_writes_a_complete_result(
         assert len(result[block]["runs"]) == 1
         for key in keys:
             assert result[block]["median"][key] > 0, (block, key)
-    assert result["fleet"]["median"]["latency"]["count"] > 0
+    for drain in DRAINS:
+        assert result[drain]["median"]["latency"]["count"] > 0, drain
+        assert result["ratio"][drain]["median"] > 0, drain
+    assert result["bulk"]["median"]["events_per_message"] > 1
     assert result["latency"]["median"]["latency"]["p50_ms"] > 0
     assert result["latency"]["runs"][0]["all_committed"] is True
-    assert result["ratio"]["fleet_to_baseline"] > 0
+    for mode in ("bulk", "per_event", "raw"):
+        assert result["producer"]["median"][mode]["events_per_s"] > 0, mode
     assert result["summary"]["latency_rate"] > 0
