@@ -123,10 +123,10 @@ class Flush:
             ends = [MessageEnd(whole=True, cause=exc) for _ in self.requests]
         tally: Counter[str] = Counter()
         seconds = time.perf_counter() - started
+        self._acknowledge([r for r, end in zip(self.requests, ends, strict=True) if end.ended])
         for request, end in zip(self.requests, ends, strict=True):
             tally.update(end.counts)
             if end.ended:
-                request.acknowledge()
                 _log(
                     LOG_SUCCESS,
                     request,
@@ -139,6 +139,22 @@ class Flush:
         seconds = time.perf_counter() - started
         metrics.record_batch(runtime.redis, runtime.settings.stats_key, tally, seconds)
         self._event("task-succeeded", result=_summary(tally), runtime=seconds)
+
+    def _acknowledge(self, requests: list[Any]) -> None:
+        """Acknowledge ended messages together (after a reconnect, as Celery does, one by one:
+        its acks restore the prefetch count it lowered)."""
+        consumer = self.consumer
+        restoring = consumer is not None and consumer.restart_count > 0
+        if restoring and not consumer._maximum_prefetch_restored:
+            for request in requests:
+                request.acknowledge()
+            return
+        try:
+            transport.ack_all([r.message for r in requests])
+        except Exception as exc:  # the messages come back after the visibility timeout
+            log.critical("could not acknowledge %d messages: %r", len(requests), exc)
+        for request in requests:
+            request.acknowledged = True
 
     def _retry(self, request: Any, end: MessageEnd) -> Counter[str]:
         """Re-publish what could not end (with backoff), or dead-letter it after the last try."""

@@ -1,4 +1,4 @@
-"""Applying one received message (DESIGN.md section 6), whatever it contains.
+"""What every message path shares: dead letters, and which failures are worth a retry.
 
 Every message ends applied, recorded as a duplicate, or in the dead letters with a reason;
 transient failures raise `Retryable` for the task layer to retry.
@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery import Celery
-from orderfleet.models import Event, InvalidEvent, parse_event, raw_text
-from orderfleet.worker.locks import LockNotAcquired, order_lock
-from orderfleet.worker.outbox import publish_after_commit
-from orderfleet.worker.routing import TASK_FOR_TYPE, event_order_id
+from orderfleet.models import raw_text
+from orderfleet.worker.locks import LockNotAcquired
+from orderfleet.worker.routing import event_order_id
 from orderfleet.worker.runtime import Runtime
-from orderfleet.worker.service import ApplyOutcome, apply_event
 from orderfleet.worker.store import DeadLetter, VersionConflict
 from sqlalchemy.exc import DBAPIError
 
@@ -42,23 +39,6 @@ class Handled:
 
     status: str
     reason: str | None = None
-    outcome: ApplyOutcome | None = None
-
-
-def handle_event_message(
-    app: Celery, runtime: Runtime, task_name: str, message: Any, queue: str | None = None
-) -> Handled:
-    """Validate, lock, apply, publish decisions; raises Retryable on transient failures."""
-    try:
-        event = parse_event(message)
-    except InvalidEvent as exc:
-        return dead_letter(runtime, "invalid_event", str(exc), message, task_name, queue)
-    expected = TASK_FOR_TYPE[event.event_type]
-    if task_name != expected:
-        error = f"eventType {event.event_type} must be sent to {expected}, not {task_name}"
-        return dead_letter(runtime, "task_mismatch", error, message, task_name, queue)
-    with transient_as_retryable():
-        return _apply_locked(app, runtime, event, message, task_name, queue)
 
 
 @contextmanager
@@ -72,21 +52,6 @@ def transient_as_retryable() -> Iterator[None]:
         if exc.connection_invalidated or _is_transient_db_error(exc):
             raise Retryable(exc) from exc
         raise
-
-
-def _apply_locked(
-    app: Celery, runtime: Runtime, event: Event, message: Any, task_name: str, queue: str | None
-) -> Handled:
-    s = runtime.settings
-    with order_lock(
-        runtime.redis, event.order_id, prefix=s.lock_prefix, lease=s.lock_lease, wait=s.lock_wait
-    ):
-        raw = message if isinstance(message, dict) else None
-        uow, now = runtime.unit_of_work(), runtime.now()
-        outcome = apply_event(uow, event, now, raw, task_name, queue)
-        if outcome.decision is not None:
-            publish_after_commit(app, runtime, [outcome.decision])
-    return Handled(outcome.status, outcome.reason, outcome)
 
 
 def _is_transient_db_error(exc: DBAPIError) -> bool:

@@ -29,7 +29,6 @@ class Settings:
     db_lock_timeout: float = 5.0
     db_idle_timeout: float = 10.0
     lock_lease: float = 5.0
-    lock_wait: float = 0.5
     key_prefix: str = "orderfleet:"
     broker_prefix: str = ""
     outbox_relay_after: float = 5.0

@@ -80,6 +80,22 @@ return false
 """
 
 
+def ack_all(messages: list[Any]) -> None:
+    """Acknowledge messages: in one round trip per channel of ours, one by one otherwise."""
+    by_channel: dict[int, list[Any]] = {}
+    for message in messages:
+        by_channel.setdefault(id(message.channel), []).append(message)
+    for group in by_channel.values():
+        channel = group[0].channel
+        if not isinstance(channel, Channel):
+            for message in group:
+                message.ack()
+            continue
+        channel.qos.ack_many([m.delivery_tag for m in group])
+        for message in group:
+            message._state = "ACK"
+
+
 def when_idle(gathering: Callable[[], bool], on_idle: Callable[[], None]) -> None:
     """Call `on_idle` when every queue was found empty; `gathering()` says work is in hand."""
     _idle.append((gathering, on_idle))
@@ -99,7 +115,16 @@ class NotAMessage(ValueError):
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's QoS; a message the fetch script already recorded is not recorded again."""
+    """kombu's QoS; a message the fetch script already recorded is not recorded again, and
+    many messages are acknowledged in one round trip."""
+
+    def ack_many(self, delivery_tags: list[Any]) -> None:
+        with self.pipe_or_acquire() as pipe:
+            for tag in delivery_tags:
+                pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
+            pipe.execute()
+        for tag in delivery_tags:
+            kombu_virtual.QoS.ack(self, tag)
 
     def append(self, message: Any, delivery_tag: Any) -> None:
         recorded = self.channel._recorded

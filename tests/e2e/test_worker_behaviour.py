@@ -114,7 +114,6 @@ def test_retries_exhausted_go_to_dead_letters_with_the_event(
         key_prefix,
         ORDERFLEET_MAX_RETRIES="2",
         ORDERFLEET_RETRY_BACKOFF_BASE="0.01",
-        ORDERFLEET_LOCK_WAIT="0.05",
     )
     fleet = Fleet(env, tmp_path)
     try:

@@ -33,8 +33,8 @@ def test_defaults_are_consistent():
 
 
 def test_settings_from_environment_with_a_clear_error():
-    settings = load_settings({"ORDERFLEET_PARTITIONS": "64", "ORDERFLEET_LOCK_WAIT": "0.2"})
-    assert (settings.partitions, settings.lock_wait) == (64, 0.2)
+    settings = load_settings({"ORDERFLEET_PARTITIONS": "64", "ORDERFLEET_LOCK_LEASE": "0.2"})
+    assert (settings.partitions, settings.lock_lease) == (64, 0.2)
     with pytest.raises(SettingsError, match="ORDERFLEET_PARTITIONS='many': must be an integer"):
         load_settings({"ORDERFLEET_PARTITIONS": "many"})
 
