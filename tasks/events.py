@@ -7,6 +7,7 @@ partition's messages into batches (worker/batching.py) and applies them together
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from orderfleet.tasks.base import DurableTask
@@ -26,7 +27,7 @@ class EventTask(DurableTask):
         runtime = get_runtime()
         end = apply_batch(app, runtime, [Received(self.name, args, kwargs, self.queue)])[0]
         if end.ended:
-            return ", ".join(f"{k}={v}" for k, v in sorted(end.counts.items()))
+            return _status(end.counts)
         cause = end.cause or RuntimeError("not ended")
         return self.retry_or_give_up(runtime, cause, kwargs.get("event", [args, kwargs])).status
 
@@ -60,3 +61,12 @@ def loyalty_points_updated(self: EventTask, *args: Any, **kwargs: Any) -> str:
 def batch(self: EventTask, *args: Any, **kwargs: Any) -> str:
     """A bulk message: keyword argument `events`, 1 to 1,000 events of one partition."""
     return self.apply_message(args, kwargs)
+
+
+def _status(counts: Counter[str]) -> str:
+    """One event's end (applied, duplicate, dead_lettered), or the counts of many."""
+    ends = {k: v for k, v in counts.items() if not k.startswith("decision:")}
+    if sum(ends.values()) == 1:
+        (end,) = ends
+        return "dead_lettered" if end.startswith("dead_letter:") else end
+    return ", ".join(f"{k}={v}" for k, v in sorted(ends.items()))

@@ -85,7 +85,11 @@ class Fleet:
     def publish(
         self, events: Iterable[dict[str, Any]], name: str, *options: str
     ) -> subprocess.Popen[bytes]:
-        """A producer process: `orderfleet publish [OPTIONS]` of a JSON Lines file."""
+        """A producer process: `orderfleet publish [OPTIONS]` of a JSON Lines file.
+
+        One message per event unless `--bulk` is among the options (the tests that use it
+        were written for per-event messages)."""
+        options = options if "--bulk" in options else ("--per-event", *options)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_dir / f"{name}.jsonl"
         path.write_text("".join(json.dumps(e) + "\n" for e in events))

@@ -23,7 +23,12 @@ from celery import Celery
 from orderfleet.models import InvalidEvent, parse_event
 from orderfleet.worker.locks import LockNotAcquired, OrderLocks
 from orderfleet.worker.outbox import publish_after_commit
-from orderfleet.worker.pipeline import Retryable, letter_for, transient_as_retryable
+from orderfleet.worker.pipeline import (
+    ENVIRONMENTAL,
+    Retryable,
+    letter_for,
+    transient_as_retryable,
+)
 from orderfleet.worker.routing import BATCH_TASK, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, TASK_FOR_TYPE
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.service import Incoming, apply_events
@@ -269,9 +274,15 @@ def _tally(end: MessageEnd, event: _Event, outcome: Any) -> None:
 
 
 def _publish(app: Celery, runtime: Runtime, outcomes: Iterable[Any]) -> None:
+    """Publish the decisions just committed; a failure here is the outbox relay's to mend
+    (the messages' outcomes are committed: retrying them would apply nothing new)."""
     decisions = [o.decision for o in outcomes if o.decision is not None]
-    if decisions:
+    if not decisions:
+        return
+    try:
         publish_after_commit(app, runtime, decisions)
+    except Exception as exc:
+        log.warning("%d decisions left to the outbox relay: %s", len(decisions), exc)
 
 
 def _isolate(
@@ -282,19 +293,21 @@ def _isolate(
     ready: list[_Event],
     ends: list[MessageEnd],
 ) -> None:
-    """Apply the events one by one; one that raises unexpectedly is dead-lettered alone."""
-    for x in unpacked.letters:
-        whole = x.letter.reason == "invalid_message"
-        _one(app, runtime, ends[x.index], x.raw, letters=[x.letter], whole=whole)
-    for event in ready:
-        _one(app, runtime, ends[event.index], event.raw, events=[event])
-    ended = [m.queue for m, end in zip(messages, ends, strict=True) if end.ended]
-    try:
-        with runtime.unit_of_work() as uow:
-            uow.ledger.count_ends(ended)
-            uow.commit()
-    except Exception as exc:
-        log.warning("message ledger: %d ends not counted (%s)", len(ended), exc)
+    """Apply the events one by one; one that raises unexpectedly is dead-lettered alone.
+
+    A message's end is counted in the transaction of its last event, if all of it ended.
+    """
+    for index, message in enumerate(messages):
+        steps = [
+            (x.raw, (), (x.letter,), x.letter.reason == "invalid_message")
+            for x in unpacked.letters
+            if x.index == index
+        ]
+        steps += [(e.raw, (e,), (), False) for e in ready if e.index == index]
+        for number, (raw, events, letters, whole) in enumerate(steps, 1):
+            last = number == len(steps) and ends[index].ended
+            queue = [message.queue] if last else []
+            _one(app, runtime, ends[index], raw, events, letters, whole, queue)
 
 
 def _one(
@@ -305,6 +318,7 @@ def _one(
     events: Sequence[_Event] = (),
     letters: Sequence[DeadLetter] = (),
     whole: bool = False,
+    ended: Sequence[str | None] = (),
 ) -> None:
     """One event or dead letter in its own transaction; `raw` goes back to retry if it fails."""
     try:
@@ -314,10 +328,13 @@ def _one(
                 [e.incoming for e in events],
                 runtime.now(),
                 letters=letters,
-                ended=(),
+                ended=ended,
             )
     except Retryable as exc:
         _to_retry(end, raw, exc.cause, whole)
+        return
+    except ENVIRONMENTAL as exc:  # the servers, not the event: retried alone
+        _to_retry(end, raw, exc, whole)
         return
     except Exception as exc:
         if not events:  # even the dead letter cannot be written: keep the event
@@ -325,8 +342,8 @@ def _one(
             return
         log.exception("unexpected failure applying one event: dead-lettered")
         error = "".join(traceback.format_exception_only(exc)).strip()
-        task_name = events[0].incoming.task_name
-        _one(app, runtime, end, raw, letters=[letter_for("internal_error", error, raw, task_name)])
+        letter = letter_for("internal_error", error, raw, events[0].incoming.task_name)
+        _one(app, runtime, end, raw, letters=[letter], ended=ended)
         return
     for letter in letters:
         end.counts[f"dead_letter:{letter.reason}"] += 1

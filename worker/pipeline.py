@@ -18,7 +18,7 @@ from orderfleet.worker.locks import LockNotAcquired
 from orderfleet.worker.routing import event_order_id
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.store import DeadLetter, VersionConflict
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,20 @@ def transient_as_retryable() -> Iterator[None]:
         raise
 
 
+# Failures of the servers rather than of one event: an event that meets one is retried,
+# never dead-lettered as internal_error.
+ENVIRONMENTAL = (DBAPIError, redis.RedisError, OSError)
+# Connection failures, admin shutdowns, serialization failures and deadlocks, lock and
+# statement timeouts: the whole batch is retried.
+_TRANSIENT_CODES = ("08", "57P", "40", "55P03", "57014")
+
+
 def _is_transient_db_error(exc: DBAPIError) -> bool:
-    """Connection-level failures and serialization/deadlock errors are worth a retry."""
+    """Connection-level failures and the errors of a busy database are worth a retry."""
     code = getattr(exc.orig, "pgcode", None) or ""
-    return code.startswith(("08", "57P", "40")) or "server closed the connection" in str(exc)
+    if not code and isinstance(exc, OperationalError | InterfaceError):  # no server answer
+        return True
+    return code.startswith(_TRANSIENT_CODES) or "server closed the connection" in str(exc)
 
 
 def queue_of(carrier: Any) -> str | None:

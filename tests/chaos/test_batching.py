@@ -36,7 +36,7 @@ def backlog(fleet, orders: int, seed: int) -> tuple[list[dict], list[dict]]:
     """Per-event messages of `orders` orders (30 % re-delivered) on the queues; (events, sent)."""
     events = order_traffic(orders, seed=seed, prefix=f"b{seed}-")
     sent = deliveries_of(events, 0.3, seed=seed)
-    assert fleet.publish(sent, f"backlog-{seed}", "--per-event").wait(120) == 0
+    assert fleet.publish(sent, f"backlog-{seed}").wait(120) == 0
     return events, sent
 
 

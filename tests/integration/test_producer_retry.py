@@ -7,7 +7,9 @@ publish retry, so a Redis restart made every producer call fail at once.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -55,23 +57,31 @@ def app(redis_dir: Path, monkeypatch) -> Iterator[Celery]:
 
 
 def queued(redis_dir: Path) -> int:
+    """Events waiting on the partition queues (a bulk message counts its events)."""
     client = redis.Redis.from_url(embedded.redis_url(redis_dir))
     try:
-        return sum(client.llen(queue_name(p)) for p in range(PARTITIONS))
+        items = [i for p in range(PARTITIONS) for i in client.lrange(queue_name(p), 0, -1)]
     finally:
         client.close()
+    return sum(_events_in(item) for item in items)
 
 
-def test_publish_many_waits_out_a_redis_restart(app, redis_dir):
+def _events_in(item: bytes) -> int:
+    kwargs = json.loads(base64.b64decode(json.loads(item)["body"]))[1]
+    return len(kwargs["events"]) if "events" in kwargs else 1
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-event"])
+def test_publish_many_waits_out_a_redis_restart(app, redis_dir, bulk):
     events = generate(10, seed=1, duplicate_rate=0, invalid_rate=0).distinct
-    publish_many(events[:1], app=app)  # a pooled connection that the restart will break
+    publish_many(events[:1], app=app, bulk=bulk)  # a pooled connection the restart will break
     assert embedded.stop_redis(redis_dir)
     restart = threading.Timer(1.5, embedded.ensure_redis, args=(redis_dir,))
     restart.start()
     retries: list[int] = []
     began = time.monotonic()
     receipts = publish_many(
-        events, app=app, retry_policy=POLICY, on_retry=lambda exc, n: retries.append(n)
+        events, app=app, bulk=bulk, retry_policy=POLICY, on_retry=lambda exc, n: retries.append(n)
     )
     restart.join()
     assert time.monotonic() - began >= 1.0
@@ -80,7 +90,8 @@ def test_publish_many_waits_out_a_redis_restart(app, redis_dir):
     assert queued(redis_dir) >= 1 + len(events)
 
 
-def test_a_batch_whose_delivery_is_uncertain_is_sent_again_whole(app, redis_dir, monkeypatch):
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "per-event"])
+def test_a_batch_whose_delivery_is_uncertain_is_sent_again_whole(app, redis_dir, monkeypatch, bulk):
     events = generate(10, seed=2, duplicate_rate=0, invalid_rate=0).distinct
     flush = kombu_redis.PublishBatch.flush
     failures = iter([True])
@@ -94,7 +105,7 @@ def test_a_batch_whose_delivery_is_uncertain_is_sent_again_whole(app, redis_dir,
 
     monkeypatch.setattr(kombu_redis.PublishBatch, "flush", flaky_flush)
     retries: list[int] = []
-    receipts = publish_many(events, app=app, on_retry=lambda exc, n: retries.append(n))
+    receipts = publish_many(events, app=app, bulk=bulk, on_retry=lambda e, n: retries.append(n))
     assert retries == [1]
     assert len(receipts) == len(events)
     assert queued(redis_dir) == len(events)
