@@ -114,8 +114,9 @@ class Flush:
     def run(self) -> None:
         runtime = get_runtime()
         started = time.perf_counter()
-        self._event("task-received", **self._shown())
-        self._event("task-started")
+        if self._events_on():
+            self._event("task-received", **self._shown())
+            self._event("task-started")
         try:
             ends = apply_batch(self.app, runtime, [_received(r) for r in self.requests])
         except Exception as exc:  # a bug of ours: nothing was committed, retry every message
@@ -199,18 +200,22 @@ class Flush:
     def _shown(self) -> dict[str, Any]:
         """What Flower shows of the batch: how many messages and events, which orders."""
         orders = sorted({o for r in self.requests for o in _orders_of(r)})
-        shown = {"messages": len(self.requests), "orders": orders[:20], "more": len(orders) - 20}
-        return {
-            "name": BATCH_TASK,
-            "args": "()",
-            "kwargs": repr({k: v for k, v in shown.items() if v or k != "more"}),
-            "retries": 0,
+        shown: dict[str, Any] = {
+            "messages": len(self.requests),
+            "events": sum(_event_count(r) for r in self.requests),
+            "orders": orders[:20],
         }
+        if len(orders) > 20:
+            shown["more_orders"] = len(orders) - 20
+        return {"name": BATCH_TASK, "args": "()", "kwargs": repr(shown), "retries": 0}
+
+    def _events_on(self) -> bool:
+        eventer = getattr(self.consumer, "event_dispatcher", None)
+        return eventer is not None and eventer.enabled
 
     def _event(self, kind: str, **fields: Any) -> None:
-        eventer = getattr(self.consumer, "event_dispatcher", None)
-        if eventer is not None and eventer.enabled:
-            eventer.send(kind, uuid=self.id, **fields)
+        if self._events_on():
+            self.consumer.event_dispatcher.send(kind, uuid=self.id, **fields)
 
 
 def _log(line: str, request: Any, **fields: Any) -> None:

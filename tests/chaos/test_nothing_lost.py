@@ -251,8 +251,9 @@ def test_a_database_refusing_connections_loses_no_event_and_no_decision(
             f"\nrefused connections for 4 s: {len(sent)} messages, {ended} sessions ended, "
             f"{during} deliveries committed meanwhile (from {before}), retries {retried}, 0 lost"
         )
-        # ~1,000 would commit in 4 s unhindered; a few in flight when it began may still land
-        assert ended > 0 and during < 50 and before + during < len(sent)
+        # thousands would commit in 4 s unhindered; what was in flight when it began may still
+        # land: a batch per worker (up to ORDERFLEET_BATCH_SIZE = 100 messages each)
+        assert ended > 0 and during < 250 and before + during < len(sent)
         assert retried.get("retry:OperationalError", 0) > 0
     finally:
         fleet.stop_all()

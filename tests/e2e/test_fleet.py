@@ -19,8 +19,8 @@ from tests.fleet import deliveries_of, kill_with_a_message_in_hand, ledger, orde
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def publish_from_two_producers(fleet, sent):
-    producers = [fleet.publish(sent[i::2], f"producer-{i}") for i in range(2)]
+def publish_from_two_producers(fleet, sent, *options):
+    producers = [fleet.publish(sent[i::2], f"producer-{i}", *options) for i in range(2)]
     assert [p.wait(120) for p in producers] == [0, 0]
 
 
@@ -68,13 +68,14 @@ def _delivered(sessions) -> int:
         return s.scalar(select(func.count()).select_from(DecisionDeliveryRow))
 
 
-def test_two_workers_two_producers_300_orders_converge_exactly(fleet, sessions):
+@pytest.mark.parametrize("producer", ["--per-event", "--bulk"])
+def test_two_workers_two_producers_300_orders_converge_exactly(fleet, sessions, producer):
     events = order_traffic(300, seed=1)
     sent = deliveries_of(events, redeliver=0.3, seed=2)
     fleet.start("w0", "worker", "--partitions", "0-3")
     fleet.start("w1", "worker", "--partitions", "4-7")
     fleet.start("decisions", "worker", "--decisions")
-    publish_from_two_producers(fleet, sent)
+    publish_from_two_producers(fleet, sent, producer)
     wait_for(drained(sessions, len(events), len(sent)), 120, "the queues to drain")
     logged, deliveries, letters = ledger(sessions)
     assert (logged, deliveries - logged, letters) == (len(events), len(sent) - len(events), 0)
