@@ -218,11 +218,11 @@ class Flush:
             self.consumer.event_dispatcher.send(kind, uuid=self.id, **fields)
 
 
-def _log(line: str, request: Any, **fields: Any) -> None:
+def _log(line: str, request: Any, level: int = logging.INFO, **fields: Any) -> None:
     """Celery's own per-task log lines, so logs read (and are searched) as they always were."""
-    if trace_log.isEnabledFor(logging.INFO):
+    if trace_log.isEnabledFor(level):
         context = {"name": request.name, "id": request.id, **fields}
-        trace_log.info(line, context, extra={"data": context})
+        trace_log.log(level, line, context, extra={"data": context})
 
 
 def _received(request: Any) -> Received:
@@ -305,7 +305,7 @@ def strategy(task: Any, app: Celery, consumer: Any, **_: Any) -> Any:
         )
         if (request.expires or request.id in revoked) and request.revoked():
             return
-        _log(LOG_RECEIVED, request)
+        _log(LOG_RECEIVED, request, level=logging.DEBUG)  # the end is logged at INFO
         if request.eta:
             consumer.qos.increment_eventually()
             when = to_timestamp(timezone.to_system(request.eta) if request.utc else request.eta)

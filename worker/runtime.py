@@ -10,7 +10,7 @@ import redis
 from orderfleet.worker.db import check_schema, make_engine, session_factory, session_options
 from orderfleet.worker.servers import DATABASE, LOCKS, Embedded, resolve_servers
 from orderfleet.worker.settings import Settings, load_settings
-from orderfleet.worker.store import UnitOfWork
+from orderfleet.worker.store import StateCache, UnitOfWork
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,8 +52,13 @@ class Runtime:
             self.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
         )
 
+    @cached_property
+    def states(self) -> StateCache:
+        """Order states this process wrote lately (a partition worker reads them back)."""
+        return StateCache()
+
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions)
+        return UnitOfWork(self.sessions, self.states)
 
     def check_schema(self) -> None:
         check_schema(self.engine)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,6 +133,33 @@ _INSERT_ORDERS = text(
 )
 
 
+class StateCache:
+    """Recently written order states of this process, by order id and version.
+
+    A state stored at a version never changes (every write raises the version), so a cached
+    one is used only when the row still has that version; it saves reading and validating the
+    document. Filled only after a commit, bounded (least recently used goes first).
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._states: OrderedDict[str, OrderState] = OrderedDict()
+
+    def get(self, order_id: str, version: int) -> OrderState | None:
+        state = self._states.get(order_id)
+        if state is None or state.version != version:
+            return None
+        self._states.move_to_end(order_id)
+        return state
+
+    def put(self, states: Iterable[OrderState]) -> None:
+        for state in states:
+            self._states[state.order_id] = state
+            self._states.move_to_end(state.order_id)
+        while len(self._states) > self.size:
+            self._states.popitem(last=False)
+
+
 class OrderRepository:
     """Loads and saves order states; the stored version fences concurrent writers.
 
@@ -140,26 +167,52 @@ class OrderRepository:
     (checked against the version it was read at) and every new one in one INSERT.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, cache: StateCache | None = None) -> None:
         self.session = session
+        self.cache = cache
         self._versions: dict[str, int | None] = {}  # as read: None means no row yet
         self._states: dict[str, OrderState] = {}
         self._saved: dict[str, tuple[OrderState, datetime]] = {}
+        self._written: list[OrderState] = []
 
     def get_many(self, order_ids: Iterable[str]) -> dict[str, OrderState]:
         wanted = list(order_ids)
         ids = sorted(set(wanted) - set(self._versions))
         if ids:
-            table = OrderRow.__table__
+            self._load(ids)
+        return {oid: self._states[oid] for oid in wanted if oid in self._states}
+
+    def _load(self, ids: list[str]) -> None:
+        """Read the orders' versions; documents only for those the cache does not hold."""
+        table = OrderRow.__table__
+        if self.cache is None:
+            versions = {}
+            missing = ids
+        else:
+            stmt = select(table.c.order_id, table.c.version).where(table.c.order_id.in_(ids))
+            versions = dict(self.session.execute(stmt).all())
+            missing = []
+            for order_id, version in versions.items():
+                cached = self.cache.get(order_id, version)
+                if cached is None:
+                    missing.append(order_id)
+                else:
+                    self._versions[order_id], self._states[order_id] = version, cached
+        if missing:
             stmt = select(table.c.order_id, table.c.version, table.c.document)
             for order_id, version, document in self.session.execute(
-                stmt.where(table.c.order_id.in_(ids))
+                stmt.where(table.c.order_id.in_(missing))
             ):
                 self._versions[order_id] = version
                 self._states[order_id] = _state(document, version)
-            for order_id in ids:
-                self._versions.setdefault(order_id, None)
-        return {oid: self._states[oid] for oid in wanted if oid in self._states}
+        for order_id in ids:
+            self._versions.setdefault(order_id, None)
+
+    def remember(self) -> None:
+        """After the commit: keep what was written for the next read (if caching)."""
+        if self.cache is not None:
+            self.cache.put(self._written)
+        self._written = []
 
     def get(self, order_id: str) -> OrderState | None:
         return self.get_many([order_id]).get(order_id)
@@ -177,6 +230,7 @@ class OrderRepository:
             read_at = self._versions[state.order_id]
             row = _order_row(state, read_at, now)
             (inserts if read_at is None else updates).append(row)
+            self._written.append(state.model_copy(update={"version": row["version"]}))
         self._saved.clear()
         lost = _write(self.session, _UPDATE_ORDERS, updates)
         lost |= _write(self.session, _INSERT_ORDERS, inserts)
@@ -348,13 +402,14 @@ class MessageLedger:
 class UnitOfWork:
     """One transaction; `commit` turns concurrent-update failures into VersionConflict."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], cache: StateCache | None = None) -> None:
         self._sessions = sessions
+        self._cache = cache
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._sessions()
         self.events = EventLog(self.session)
-        self.orders = OrderRepository(self.session)
+        self.orders = OrderRepository(self.session, self._cache)
         self.outbox = Outbox(self.session)
         self.dead_letters = DeadLetters(self.session)
         self.deliveries = DecisionDeliveries(self.session)
@@ -370,6 +425,7 @@ class UnitOfWork:
             self.orders.flush()
             self.outbox.flush()
             self.session.commit()
+            self.orders.remember()
         except StaleDataError as exc:
             raise VersionConflict(str(exc)) from exc
         except IntegrityError as exc:

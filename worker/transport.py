@@ -19,6 +19,7 @@ names at this class in the worker process only; producers keep kombu's own.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import weakref
@@ -33,6 +34,7 @@ from kombu.utils.json import loads
 from orderfleet.worker.pipeline import dead_letter
 from orderfleet.worker.routing import MAINTENANCE_QUEUE
 from orderfleet.worker.runtime import get_runtime
+from redis.exceptions import NoScriptError
 
 log = logging.getLogger(__name__)
 TAKEN_KEY = "orderfleet.taken"  # hash: queue -> messages taken (first deliveries)
@@ -78,6 +80,7 @@ for i = 1, n do
 end
 return false
 """
+_FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
 
 
 def ack_all(messages: list[Any]) -> None:
@@ -152,6 +155,8 @@ class Channel(kombu_redis.Channel):
         self._drained = False  # the last fetch found every queue empty
         self._blocking = False  # the command in flight is a BRPOP
         self._recorded: set[str] = set()
+        self._script_loaded = False
+        self._fetch_arg_cache: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}
         _channels.add(self)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -162,15 +167,26 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        lists = [(self._q_for_pri(q, pri), q) for pri in self.priority_steps for q in queues]
-        prefix = self.global_keyprefix
-        keys = [prefix + key for key, _ in lists]
-        keys += [prefix + self.unacked_key, prefix + self.unacked_index_key, prefix + TAKEN_KEY]
-        counted = ["" if q == MAINTENANCE_QUEUE else q for _, q in lists]
+        keys, counted = self._fetch_args(tuple(queues))
         self._blocking = False
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self.client.connection.send_command("EVAL", _FETCH, len(keys), *keys, time.time(), *counted)
+        script = ("EVALSHA", _FETCH_SHA) if self._script_loaded else ("EVAL", _FETCH)
+        self.client.connection.send_command(*script, len(keys), *keys, time.time(), *counted)
+        self._script_loaded = True  # EVAL cached it on the server
+
+    def _fetch_args(self, queues: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """The fetch script's keys and queue names for queues in this order (memoised)."""
+        found = self._fetch_arg_cache.get(queues)
+        if found is None:
+            lists = [(self._q_for_pri(q, pri), q) for pri in self.priority_steps for q in queues]
+            prefix = self.global_keyprefix
+            keys = [prefix + key for key, _ in lists]
+            keys += [prefix + self.unacked_key, prefix + self.unacked_index_key]
+            keys.append(prefix + TAKEN_KEY)
+            counted = ["" if q == MAINTENANCE_QUEUE else q for _, q in lists]
+            found = self._fetch_arg_cache[queues] = (keys, counted)
+        return found
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu 5.7's Channel._brpop_read, for the fetch script too, with the item guarded.
@@ -181,6 +197,9 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except NoScriptError:  # a restarted Redis forgot the script: send it again
+                self._script_loaded = False
+                raise kombu_redis.Empty() from None
             self._in_poll = None  # the reply is in hand: nothing is outstanding from here on
             self._drained = not reply
             if not reply:
