@@ -128,12 +128,15 @@ def _send(app: Celery, producer: Any, event: Event, partitions: int) -> PublishR
     task_name = TASK_FOR_TYPE[event.event_type]
     partition = partition_for(event.order_id, partitions)
     queue = queue_name(partition)
+    shown = {"eventType": event.event_type, "orderId": event.order_id, "eventId": event.event_id}
     result = app.send_task(
         task_name,
         kwargs={"event": event.to_wire()},
         queue=queue,
         routing_key=queue,
         producer=producer,
+        argsrepr="()",
+        kwargsrepr=repr({"event": shown}),  # what Flower lists; Celery's repr is costly
     )
     return PublishReceipt(
         event.event_id, event.order_id, event.event_type, task_name, partition, queue, result.id
@@ -186,6 +189,7 @@ def _send_chunk(
         queue=queue,
         routing_key=queue,
         producer=producer,
+        argsrepr="()",
         kwargsrepr=f"{{'events': {len(wires)}, 'orders': {len({e.order_id for e in chunk})}}}",
     )
     for event in chunk:

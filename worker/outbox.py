@@ -29,6 +29,7 @@ DECISION_TASKS = {
 
 def send_decision(app: Celery, outcome: str, payload: dict, producer: Any = None) -> None:
     """Send one decision task by name to the decisions queue."""
+    shown = {k: payload.get(k) for k in ("orderId", "seq", "decisionId")}
     app.send_task(
         DECISION_TASKS[outcome],
         kwargs={"decision": payload},
@@ -36,6 +37,8 @@ def send_decision(app: Celery, outcome: str, payload: dict, producer: Any = None
         routing_key=DECISIONS_QUEUE,
         retry=False,
         producer=producer,
+        argsrepr="()",
+        kwargsrepr=repr({"decision": shown}),  # what Flower lists; Celery's repr is costly
     )
 
 

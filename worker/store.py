@@ -60,14 +60,12 @@ class EventLog:
         self, events: Sequence[Event], raws: Sequence[Any], hashes: Sequence[str], now: datetime
     ) -> set[str]:
         """Insert the events not yet logged (with their content hashes); returns the new ids."""
-        rows = [_event_row(*row, now) for row in zip(events, raws, hashes, strict=True)]
+        rows = [_event_row(*row) for row in zip(events, raws, hashes, strict=True)]
         if not rows:
             return set()
-        table = EventRow.__table__
-        stmt = insert(table).on_conflict_do_nothing(index_elements=["event_id"])
-        # executemany with RETURNING: one cached statement, batched by insertmanyvalues.
-        result = self.session.execute(stmt.returning(table.c.event_id), rows)
-        return set(result.scalars())
+        # One statement, the rows as one JSON parameter (one serialisation, one round trip).
+        params = {"rows": dumps(rows), "now": now}
+        return set(self.session.connection().execute(_INSERT_EVENTS, params).scalars())
 
     def hashes(self, event_ids: Iterable[str]) -> dict[str, str]:
         stmt = select(EventRow.event_id, EventRow.content_hash).where(
@@ -96,7 +94,7 @@ class EventLog:
         return found
 
 
-def _event_row(event: Event, raw: Any, digest: str, now: datetime) -> dict[str, Any]:
+def _event_row(event: Event, raw: Any, digest: str) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
         "order_id": event.order_id,
@@ -104,9 +102,17 @@ def _event_row(event: Event, raw: Any, digest: str, now: datetime) -> dict[str, 
         "event_at": event.timestamp,
         "raw": raw if isinstance(raw, dict) else event.to_wire(),
         "content_hash": digest,
-        "received_at": now,
-        "applied_at": now,
     }
+
+
+_INSERT_EVENTS = text(
+    "INSERT INTO order_events (event_id, order_id, event_type, event_at, raw, content_hash,"
+    " received_at, applied_at)"
+    " SELECT event_id, order_id, event_type, event_at, raw, content_hash, :now, :now"
+    " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(event_id text, order_id text,"
+    " event_type text, event_at timestamptz, raw jsonb, content_hash text)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
 
 
 _ORDER_FIELDS = (
@@ -141,7 +147,7 @@ class StateCache:
     document. Filled only after a commit, bounded (least recently used goes first).
     """
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 2_000) -> None:
         self.size = size
         self._states: OrderedDict[str, OrderState] = OrderedDict()
 
