@@ -156,7 +156,7 @@ class Channel(kombu_redis.Channel):
         self._blocking = False  # the command in flight is a BRPOP
         self._recorded: set[str] = set()
         self._script_loaded = False
-        self._fetch_arg_cache: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}
+        self._queue_lists: dict[str, list[str]] = {}
         _channels.add(self)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -176,17 +176,29 @@ class Channel(kombu_redis.Channel):
         self._script_loaded = True  # EVAL cached it on the server
 
     def _fetch_args(self, queues: tuple[str, ...]) -> tuple[list[str], list[str]]:
-        """The fetch script's keys and queue names for queues in this order (memoised)."""
-        found = self._fetch_arg_cache.get(queues)
+        """The fetch script's keys and queue names for queues in this order.
+
+        Per queue, its lists (one per priority step) are worked out once; the order of the
+        queues changes with every message taken (kombu's fair rotation), so it is not memoised.
+        """
+        lists = [self._lists_of(q) for q in queues]
+        keys = [group[step] for step in range(len(self.priority_steps)) for group in lists]
+        keys += self._bookkeeping_keys
+        counted = ["" if q == MAINTENANCE_QUEUE else q for q in queues]
+        return keys, counted * len(self.priority_steps)
+
+    def _lists_of(self, queue: str) -> list[str]:
+        found = self._queue_lists.get(queue)
         if found is None:
-            lists = [(self._q_for_pri(q, pri), q) for pri in self.priority_steps for q in queues]
             prefix = self.global_keyprefix
-            keys = [prefix + key for key, _ in lists]
-            keys += [prefix + self.unacked_key, prefix + self.unacked_index_key]
-            keys.append(prefix + TAKEN_KEY)
-            counted = ["" if q == MAINTENANCE_QUEUE else q for _, q in lists]
-            found = self._fetch_arg_cache[queues] = (keys, counted)
+            found = [prefix + self._q_for_pri(queue, pri) for pri in self.priority_steps]
+            self._queue_lists[queue] = found
         return found
+
+    @property
+    def _bookkeeping_keys(self) -> list[str]:
+        prefix = self.global_keyprefix
+        return [prefix + self.unacked_key, prefix + self.unacked_index_key, prefix + TAKEN_KEY]
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu 5.7's Channel._brpop_read, for the fetch script too, with the item guarded.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from orderfleet.worker.routing import (
+    BATCH_TASK,
     DECISIONS_QUEUE,
     MAINTENANCE_QUEUE,
     all_queues,
@@ -77,6 +78,9 @@ def test_growing_partitions_moves_only_keys_to_the_new_one():
         ("orderfleet.decisions.order_confirmed", {"decision": {}}, DECISIONS_QUEUE),
         ("orderfleet.maintenance.relay_outbox", {}, MAINTENANCE_QUEUE),
         ("someone.elses.task", {}, None),
+        (BATCH_TASK, {"events": [{"orderId": "o-2"}, {"orderId": "o-1"}]}, "orderfleet.p010"),
+        (BATCH_TASK, {"events": []}, "orderfleet.p000"),
+        (BATCH_TASK, {"events": "nope"}, "orderfleet.p000"),
     ],
 )
 def test_router_sends_each_task_name_to_its_queue(name, kwargs, queue):
