@@ -2,12 +2,13 @@
 
 Celery hands every received message to its task's strategy. Here the event messages of a
 worker are gathered and applied together (worker/batch.py) as soon as the batch holds
-ORDERFLEET_BATCH_SIZE events, its queues are found empty (Redis: worker/transport.py), or
-ORDERFLEET_BATCH_INTERVAL seconds have passed since its first message, whichever comes first;
-so a lone event is not held back. Each message is then acknowledged, or, for what could not
-end, re-published as a retry with backoff and then acknowledged. Nothing is
-acknowledged before its outcome is committed. The worker's prefetch covers a batch
-(`orderfleet worker` sets it); a warm shutdown puts the gathered, unapplied messages back.
+ORDERFLEET_BATCH_SIZE events, its queues are found empty for ORDERFLEET_BATCH_LINGER seconds
+(Redis: worker/transport.py), or ORDERFLEET_BATCH_INTERVAL seconds have passed since its first
+message, whichever comes first; so a lone event is held back a few milliseconds at most.
+Each message is then acknowledged, or, for what could not end, re-published as a retry with
+backoff and then acknowledged. Nothing is acknowledged before its outcome is committed. The
+worker's prefetch covers a batch (`orderfleet worker` sets it); a warm shutdown puts the
+gathered, unapplied messages back.
 With ORDERFLEET_BATCHING=false every message is its own batch.
 """
 
@@ -49,7 +50,9 @@ class Batcher:
         self.deadline: float | None = None
         settings = get_runtime().settings
         self.size, self.interval = settings.flush_size, settings.batch_interval
-        transport.when_idle(self.gathering, self.flush)  # queues empty: apply what we have
+        self.wait = settings.batch_linger if settings.batching else 0.0
+        self.first_at = 0.0
+        transport.when_idle(self.linger, self.flush)  # queues empty: apply what we have
 
     def bind(self, consumer: Any) -> None:
         """Use this consumer's timer and event dispatcher (again after a reconnect)."""
@@ -66,7 +69,7 @@ class Batcher:
         self.events += _event_count(request)
         now = time.monotonic()
         if self.deadline is None:
-            self.deadline = now + self.interval
+            self.deadline, self.first_at = now + self.interval, now
         full = self.events >= self.size or len(self.requests) >= self.size
         if full or now >= self.deadline:
             if in_delivery or not transport.brpop_outstanding():
@@ -74,8 +77,13 @@ class Batcher:
             else:
                 self.deadline = now  # the outstanding BRPOP returns by then: flush after it
 
-    def gathering(self) -> bool:
-        return bool(self.requests)
+    def linger(self) -> float | None:
+        """None when nothing is gathered; else how long it may still wait for more messages."""
+        if not self.requests:
+            return None
+        if self.events >= self.size:
+            return 0.0
+        return max(0.0, self.first_at + self.wait - time.monotonic())
 
     def flush_if_due(self) -> None:
         due = self.deadline is not None and time.monotonic() >= self.deadline

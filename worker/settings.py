@@ -42,6 +42,7 @@ class Settings:
     batching: bool = True
     batch_size: int = 100
     batch_interval: float = 0.05
+    batch_linger: float = 0.005
     ready_file: Path | None = None
 
     @property
@@ -85,6 +86,11 @@ def _check_batching(settings: Settings) -> None:
     if not 0 < settings.batch_interval <= 1:
         raise SettingsError(
             f"{_ENV['batch_interval']}={settings.batch_interval}: must be above 0 and at most 1 s"
+        )
+    if not 0 <= settings.batch_linger <= settings.batch_interval:
+        raise SettingsError(
+            f"{_ENV['batch_linger']}={settings.batch_linger}: must be 0 to "
+            f"{_ENV['batch_interval']} ({settings.batch_interval})"
         )
 
 

@@ -11,7 +11,8 @@ It also keeps the broker side of the message ledger: every message taken for the
 is counted per queue (HINCRBY), beside the outcomes the database counts (`orderfleet ledger`).
 
 It also takes messages atomically (see `Channel`), and tells a batching consumer when the
-queues are empty, so that a gathered batch is applied at once instead of waiting (`when_idle`).
+queues are empty, so that a gathered batch is applied after a short linger instead of waiting
+for a full batch (`when_idle`).
 
 Workers install it with `install()` (worker/startup.py), which points kombu's `redis` transport
 names at this class in the worker process only; producers keep kombu's own.
@@ -81,6 +82,7 @@ end
 return false
 """
 _FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
+MIN_BRPOP_TIMEOUT = 0.001  # Redis >= 6 takes fractions of a second; 0 would block forever
 
 
 def ack_all(messages: list[Any]) -> None:
@@ -99,9 +101,12 @@ def ack_all(messages: list[Any]) -> None:
             message._state = "ACK"
 
 
-def when_idle(gathering: Callable[[], bool], on_idle: Callable[[], None]) -> None:
-    """Call `on_idle` when every queue was found empty; `gathering()` says work is in hand."""
-    _idle.append((gathering, on_idle))
+def when_idle(linger: Callable[[], float | None], on_idle: Callable[[], None]) -> None:
+    """Call `on_idle` when every queue was found empty and `linger()` says 0 seconds.
+
+    `linger()` is None when nothing is gathered, else how long to wait for more first.
+    """
+    _idle.append((linger, on_idle))
 
 
 def brpop_outstanding() -> bool:
@@ -109,8 +114,10 @@ def brpop_outstanding() -> bool:
     return any(channel._in_poll and channel._blocking for channel in list(_channels))
 
 
-def _gathering() -> bool:
-    return any(gathering() for gathering, _ in _idle)
+def _linger() -> float | None:
+    """None: nothing gathered; else the seconds a gathered batch may still wait for more."""
+    waits = [w for w in (linger() for linger, _ in _idle) if w is not None]
+    return min(waits) if waits else None
 
 
 class NotAMessage(ValueError):
@@ -160,8 +167,13 @@ class Channel(kombu_redis.Channel):
         _channels.add(self)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        if self._drained and not _gathering():
+        linger = _linger()
+        if self._drained and (linger is None or linger > 0):
+            # Queues empty: wait for the next message, in a batch's linger at most. The worker
+            # sits in its event loop meanwhile, so the reply is read the moment it comes.
             self._blocking = True
+            if linger is not None:
+                timeout = max(linger, MIN_BRPOP_TIMEOUT)
             super()._brpop_start(timeout)
             return
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -215,7 +227,8 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None  # the reply is in hand: nothing is outstanding from here on
             self._drained = not reply
             if not reply:
-                self._on_idle()
+                if not (_linger() or 0) > 0:
+                    self._on_idle()
                 raise kombu_redis.Empty()
             self._take(command, reply)
             return True

@@ -46,6 +46,7 @@ def test_big_events_are_split_before_a_message_passes_1_mib():
         ({"ORDERFLEET_BATCH_SIZE": "0"}, "ORDERFLEET_BATCH_SIZE=0: must be 1 to 1000"),
         ({"ORDERFLEET_BATCH_SIZE": "1001"}, "ORDERFLEET_BATCH_SIZE=1001: must be 1 to 1000"),
         ({"ORDERFLEET_BATCH_INTERVAL": "0"}, "ORDERFLEET_BATCH_INTERVAL=0.0: must be above 0"),
+        ({"ORDERFLEET_BATCH_LINGER": "0.1"}, "ORDERFLEET_BATCH_LINGER=0.1: must be 0 to"),
     ],
 )
 def test_batch_settings_are_bounded(env, message):
