@@ -6,6 +6,7 @@ never an embedded server (no ORDERFLEET_BROKER_URL is a SettingsError naming it)
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -17,7 +18,6 @@ from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.utils.functional import retry_over_time
 from orderfleet.models import Envelope, Event, parse_event
-from orderfleet.models.wire import dumps
 from orderfleet.worker.celery_app import app as default_app
 from orderfleet.worker.partition_count import check_agreement, recorded_partitions
 from orderfleet.worker.routing import (
@@ -158,20 +158,22 @@ def _send_bulk(app: Celery, parsed: list[Event], partitions: int) -> list[Publis
 
 def _chunks(events: list[Event]) -> Iterator[tuple[list[Event], list[dict[str, Any]]]]:
     """Runs of at most MAX_BATCH_EVENTS events whose message stays within MAX_BATCH_BYTES."""
-    chunk: list[Event] = []
-    wires: list[dict[str, Any]] = []
-    size = BULK_HEADROOM
-    for event in events:
-        wire = event.to_wire()
-        length = len(dumps(wire).encode("utf-8")) + 1
-        if chunk and (len(chunk) == MAX_BATCH_EVENTS or size + length > MAX_BATCH_BYTES):
-            yield chunk, wires
-            chunk, wires, size = [], [], BULK_HEADROOM
-        chunk.append(event)
-        wires.append(wire)
-        size += length
-    if chunk:
+    for start in range(0, len(events), MAX_BATCH_EVENTS):
+        chunk = events[start : start + MAX_BATCH_EVENTS]
+        yield from _within_bytes(chunk, [event.to_wire() for event in chunk])
+
+
+def _within_bytes(
+    chunk: list[Event], wires: list[dict[str, Any]]
+) -> Iterator[tuple[list[Event], list[dict[str, Any]]]]:
+    """The chunk, halved until each part's body fits (one C-speed encode per part)."""
+    size = len(json.dumps(wires)) + BULK_HEADROOM  # ASCII-escaped: a bound on the body's bytes
+    if size <= MAX_BATCH_BYTES or len(chunk) == 1:
         yield chunk, wires
+        return
+    half = len(chunk) // 2
+    yield from _within_bytes(chunk[:half], wires[:half])
+    yield from _within_bytes(chunk[half:], wires[half:])
 
 
 def _send_chunk(
