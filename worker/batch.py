@@ -94,29 +94,35 @@ class _Unpacked:
         self.letters.append(_Letter(index, letter_for(reason, error, raw, task), raw))
 
 
+@dataclass
+class _Batch:
+    """The messages being applied, what they hold, and what became of each so far."""
+
+    app: Celery
+    runtime: Runtime
+    messages: Sequence[Received]
+    unpacked: _Unpacked
+    ends: list[MessageEnd]
+
+
 def apply_batch(app: Celery, runtime: Runtime, messages: Sequence[Received]) -> list[MessageEnd]:
     """Apply every message's events in one transaction; what could not end comes back to retry."""
-    ends = [MessageEnd() for _ in messages]
-    unpacked = _unpack(messages)
-    locks = OrderLocks(runtime.redis, prefix=runtime.settings.lock_prefix, lease=_lease(runtime))
+    batch = _Batch(app, runtime, messages, _unpack(messages), [MessageEnd() for _ in messages])
+    settings = runtime.settings
+    locks = OrderLocks(runtime.redis, prefix=settings.lock_prefix, lease=settings.lock_lease)
     token = uuid.uuid4().hex
-    wanted = sorted({e.order_id for e in unpacked.events})
+    wanted = sorted({e.order_id for e in batch.unpacked.events})
     try:
         with transient_as_retryable():
             held = locks.acquire(wanted, token)
     except Retryable as exc:
-        return _all_to_retry(messages, ends, exc.cause)
+        return _all_to_retry(batch, exc.cause)
     try:
         busy = LockNotAcquired(f"orders locked by another worker: {sorted(set(wanted) - held)}")
-        ready = _hand_back(unpacked.events, ends, held, busy)
-        _apply(app, runtime, messages, unpacked, ready, ends)
+        _apply(batch, _hand_back(batch.unpacked.events, batch.ends, held, busy))
     finally:
         _release(locks, sorted(held), token)
-    return ends
-
-
-def _lease(runtime: Runtime) -> float:
-    return runtime.settings.lock_lease
+    return batch.ends
 
 
 def _release(locks: OrderLocks, held: list[str], token: str) -> None:
@@ -197,60 +203,46 @@ def _to_retry(end: MessageEnd, raw: Any, cause: BaseException, whole: bool = Fal
     end.cause = cause
 
 
-def _all_to_retry(
-    messages: Sequence[Received], ends: list[MessageEnd], cause: BaseException
-) -> list[MessageEnd]:
+def _all_to_retry(batch: _Batch, cause: BaseException) -> list[MessageEnd]:
     """Nothing was committed: every message is retried whole."""
-    for end in ends:
+    for end in batch.ends:
         end.retry, end.whole, end.cause = [], True, cause
         end.counts.clear()
         end.orders.clear()
-    return ends
+    return batch.ends
 
 
-def _apply(
-    app: Celery,
-    runtime: Runtime,
-    messages: Sequence[Received],
-    unpacked: _Unpacked,
-    ready: list[_Event],
-    ends: list[MessageEnd],
-) -> None:
+def _apply(batch: _Batch, ready: list[_Event]) -> None:
     """Commit the batch; a version conflict hands its orders back and the rest is tried again."""
     while True:
         try:
             with transient_as_retryable():
-                outcomes = _commit(runtime, messages, unpacked.letters, ready, ends)
+                outcomes = _commit(batch, ready)
         except Retryable as exc:
             if isinstance(exc.cause, VersionConflict) and exc.cause.order_ids:
                 keep = {e.order_id for e in ready} - exc.cause.order_ids
-                ready = _hand_back(ready, ends, keep, exc.cause)
+                ready = _hand_back(ready, batch.ends, keep, exc.cause)
                 continue
-            _all_to_retry(messages, ends, exc.cause)
+            _all_to_retry(batch, exc.cause)
             return
         except Exception:
             log.exception("unexpected failure applying a batch: isolating its events")
-            _isolate(app, runtime, messages, unpacked, ready, ends)
+            _isolate(batch, ready)
             return
-        _count(unpacked.letters, ready, outcomes, ends)
-        _publish(app, runtime, outcomes)
+        _count(batch.unpacked.letters, ready, outcomes, batch.ends)
+        _publish(batch, outcomes)
         return
 
 
-def _commit(
-    runtime: Runtime,
-    messages: Sequence[Received],
-    letters: list[_Letter],
-    ready: list[_Event],
-    ends: list[MessageEnd],
-) -> list[Any]:
-    ended = [m.queue for m, end in zip(messages, ends, strict=True) if end.ended]
+def _commit(batch: _Batch, ready: list[_Event]) -> list[Any]:
+    pairs = zip(batch.messages, batch.ends, strict=True)
+    runtime = batch.runtime
     return apply_events(
         runtime.unit_of_work(),
         [e.incoming for e in ready],
         runtime.now(),
-        letters=[x.letter for x in letters],
-        ended=ended,
+        letters=[x.letter for x in batch.unpacked.letters],
+        ended=[message.queue for message, end in pairs if end.ended],
     )
 
 
@@ -273,46 +265,38 @@ def _tally(end: MessageEnd, event: _Event, outcome: Any) -> None:
         end.counts[f"decision:{outcome.decision.outcome}"] += 1
 
 
-def _publish(app: Celery, runtime: Runtime, outcomes: Iterable[Any]) -> None:
+def _publish(batch: _Batch, outcomes: Iterable[Any]) -> None:
     """Publish the decisions just committed; a failure here is the outbox relay's to mend
     (the messages' outcomes are committed: retrying them would apply nothing new)."""
     decisions = [o.decision for o in outcomes if o.decision is not None]
     if not decisions:
         return
     try:
-        publish_after_commit(app, runtime, decisions)
+        publish_after_commit(batch.app, batch.runtime, decisions)
     except Exception as exc:
         log.warning("%d decisions left to the outbox relay: %s", len(decisions), exc)
 
 
-def _isolate(
-    app: Celery,
-    runtime: Runtime,
-    messages: Sequence[Received],
-    unpacked: _Unpacked,
-    ready: list[_Event],
-    ends: list[MessageEnd],
-) -> None:
+def _isolate(batch: _Batch, ready: list[_Event]) -> None:
     """Apply the events one by one; one that raises unexpectedly is dead-lettered alone.
 
     A message's end is counted in the transaction of its last event, if all of it ended.
     """
-    for index, message in enumerate(messages):
+    for index, message in enumerate(batch.messages):
         steps = [
             (x.raw, (), (x.letter,), x.letter.reason == "invalid_message")
-            for x in unpacked.letters
+            for x in batch.unpacked.letters
             if x.index == index
         ]
         steps += [(e.raw, (e,), (), False) for e in ready if e.index == index]
+        end = batch.ends[index]
         for number, (raw, events, letters, whole) in enumerate(steps, 1):
-            last = number == len(steps) and ends[index].ended
-            queue = [message.queue] if last else []
-            _one(app, runtime, ends[index], raw, events, letters, whole, queue)
+            queue = [message.queue] if number == len(steps) and end.ended else []
+            _one(batch, end, raw, events, letters, whole, queue)
 
 
 def _one(
-    app: Celery,
-    runtime: Runtime,
+    batch: _Batch,
     end: MessageEnd,
     raw: Any,
     events: Sequence[_Event] = (),
@@ -321,6 +305,7 @@ def _one(
     ended: Sequence[str | None] = (),
 ) -> None:
     """One event or dead letter in its own transaction; `raw` goes back to retry if it fails."""
+    runtime = batch.runtime
     try:
         with transient_as_retryable():
             outcomes = apply_events(
@@ -343,10 +328,10 @@ def _one(
         log.exception("unexpected failure applying one event: dead-lettered")
         error = "".join(traceback.format_exception_only(exc)).strip()
         letter = letter_for("internal_error", error, raw, events[0].incoming.task_name)
-        _one(app, runtime, end, raw, letters=[letter], ended=ended)
+        _one(batch, end, raw, letters=[letter], ended=ended)
         return
     for letter in letters:
         end.counts[f"dead_letter:{letter.reason}"] += 1
     for event, outcome in zip(events, outcomes, strict=True):
         _tally(end, event, outcome)
-    _publish(app, runtime, outcomes)
+    _publish(batch, outcomes)

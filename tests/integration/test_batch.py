@@ -17,25 +17,13 @@ from orderfleet.worker import service
 from orderfleet.worker.batch import Received, apply_batch
 from orderfleet.worker.locks import LockNotAcquired
 from orderfleet.worker.routing import BATCH_TASK, TASK_FOR_TYPE, queue_for
-from orderfleet.worker.runtime import Runtime, reset_runtime
-from orderfleet.worker.settings import load_settings
 from orderfleet.worker.store import OrderRepository, VersionConflict
 from sqlalchemy import func, select, text
 
-from tests.fleet import broker_url_for, fleet_env, order_traffic
+from tests.fleet import broker_url_for, order_traffic
 from tests.unit.factories import wire
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def runtime(database_url, redis_server_url, key_prefix, sessions) -> Iterator[Runtime]:
-    settings = load_settings(fleet_env(database_url, redis_server_url, key_prefix))
-    runtime = Runtime(settings)
-    reset_runtime(runtime)
-    yield runtime
-    reset_runtime(None)
-    runtime.close()
 
 
 @pytest.fixture

@@ -15,11 +15,7 @@ from collections.abc import Iterator
 import pytest
 from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker.pipeline import Retryable, dead_letter
-from orderfleet.worker.runtime import Runtime, reset_runtime
-from orderfleet.worker.settings import load_settings
 from sqlalchemy import Engine, create_engine, event, select, text
-
-from tests.fleet import fleet_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -44,16 +40,6 @@ class ConnectionKiller:
             while admin.execute(gone, {"pid": pid}).scalar():
                 time.sleep(0.005)
         self.killed += 1
-
-
-@pytest.fixture
-def runtime(database_url, redis_server_url, key_prefix, sessions) -> Iterator[Runtime]:
-    """The process runtime on the test database and a test-only key prefix."""
-    settings = load_settings(fleet_env(database_url, redis_server_url, key_prefix))
-    runtime = Runtime(settings)
-    reset_runtime(runtime)
-    yield runtime
-    reset_runtime(None)
 
 
 @pytest.fixture
