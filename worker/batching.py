@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import redis
 from celery import Celery, bootsteps
 from celery.app.trace import LOG_RECEIVED, LOG_RETRY, LOG_SUCCESS
 from celery.utils.imports import symbol_by_name
@@ -33,9 +34,11 @@ from orderfleet.worker.pipeline import dead_letter_all, queue_of
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.routing import BATCH_TASK
 from orderfleet.worker.runtime import get_runtime
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("celery.app.trace")  # where Celery logs each task's end
+OUTAGE_PAUSES = (0.1, 0.2, 0.4, 0.8, 1.6)  # seconds; about 3 s in all
 SAFETY_SWEEP = 1.0  # seconds: a batch left behind by a quiet Redis connection still flushes
 
 
@@ -125,11 +128,7 @@ class Flush:
         if self._events_on():
             self._event("task-received", **self._shown())
             self._event("task-started")
-        try:
-            ends = apply_batch(self.app, runtime, [_received(r) for r in self.requests])
-        except Exception as exc:  # a bug of ours: nothing was committed, retry every message
-            log.exception("applying a batch failed; its messages are retried")
-            ends = [MessageEnd(whole=True, cause=exc) for _ in self.requests]
+        ends = self._apply(runtime)
         tally: Counter[str] = Counter()
         seconds = time.perf_counter() - started
         self._acknowledge([r for r, end in zip(self.requests, ends, strict=True) if end.ended])
@@ -148,6 +147,25 @@ class Flush:
         seconds = time.perf_counter() - started
         metrics.record_batch(runtime.redis, runtime.settings.stats_key, tally, seconds)
         self._event("task-succeeded", result=_summary(tally), runtime=seconds)
+
+    def _apply(self, runtime: Any) -> list[MessageEnd]:
+        """Apply the batch; while a server is unreachable and nothing could be committed, wait
+        and try the same batch again (a few seconds at most) before its messages are retried:
+        an outage is not the messages' fault and should not use up their retries."""
+        messages = [_received(r) for r in self.requests]
+        for pause in (*OUTAGE_PAUSES, None):
+            try:
+                ends = apply_batch(self.app, runtime, messages)
+            except Exception as exc:  # a bug of ours: nothing was committed, retry every message
+                log.exception("applying a batch failed; its messages are retried")
+                return [MessageEnd(whole=True, cause=exc) for _ in self.requests]
+            if pause is None or not all(end.whole and _unreachable(end.cause) for end in ends):
+                return ends
+            log.warning(
+                "a server is unreachable (%s): batch tried again in %g s", ends[0].cause, pause
+            )
+            time.sleep(pause)
+        return ends
 
     def _acknowledge(self, requests: list[Any]) -> None:
         """Acknowledge ended messages together (after a reconnect, as Celery does, one by one:
@@ -224,6 +242,15 @@ class Flush:
     def _event(self, kind: str, **fields: Any) -> None:
         if self._events_on():
             self.consumer.event_dispatcher.send(kind, uuid=self.id, **fields)
+
+
+def _unreachable(cause: BaseException | None) -> bool:
+    """A Redis or PostgreSQL server that could not be reached (not a conflict, not a lock)."""
+    if isinstance(cause, redis.ConnectionError | redis.TimeoutError | ConnectionError):
+        return True
+    return isinstance(cause, DBAPIError) and (
+        cause.connection_invalidated or isinstance(cause, OperationalError | InterfaceError)
+    )
 
 
 def _log(line: str, request: Any, level: int = logging.INFO, **fields: Any) -> None:
