@@ -121,6 +121,7 @@ class Flush:
     def __init__(self, app: Celery, consumer: Any, requests: list[Any]) -> None:
         self.app, self.consumer, self.requests = app, consumer, requests
         self.id = str(uuid.uuid4())
+        self.retried: Counter[str] = Counter()  # tries of the whole batch in place
 
     def run(self) -> None:
         runtime = get_runtime()
@@ -129,7 +130,7 @@ class Flush:
             self._event("task-received", **self._shown())
             self._event("task-started")
         ends = self._apply(runtime)
-        tally: Counter[str] = Counter()
+        tally: Counter[str] = Counter(self.retried)
         seconds = time.perf_counter() - started
         self._acknowledge([r for r, end in zip(self.requests, ends, strict=True) if end.ended])
         for request, end in zip(self.requests, ends, strict=True):
@@ -161,6 +162,7 @@ class Flush:
                 return [MessageEnd(whole=True, cause=exc) for _ in self.requests]
             if pause is None or not all(end.whole and _unreachable(end.cause) for end in ends):
                 return ends
+            self.retried[f"retry:{type(ends[0].cause).__name__}"] += len(ends)
             log.warning(
                 "a server is unreachable (%s): batch tried again in %g s", ends[0].cause, pause
             )
