@@ -50,11 +50,10 @@ class Batcher:
         self.consumer: Any = None
         self.requests: list[Any] = []
         self.events = 0
-        self.deadline: float | None = None
+        self.first_at: float | None = None  # when the first gathered request arrived
         settings = get_runtime().settings
         self.size, self.interval = settings.flush_size, settings.batch_interval
         self.wait = settings.batch_linger if settings.batching else 0.0
-        self.first_at = 0.0
         transport.when_idle(self.linger, self.flush)  # queues empty: apply what we have
 
     def bind(self, consumer: Any) -> None:
@@ -71,37 +70,37 @@ class Batcher:
         self.requests.append(request)
         self.events += _event_count(request)
         now = time.monotonic()
-        if self.deadline is None:
-            self.deadline, self.first_at = now + self.interval, now
+        if self.first_at is None:
+            self.first_at = now
         full = self.events >= self.size or len(self.requests) >= self.size
-        if full or now >= self.deadline:
+        if full or now >= self.first_at + self.interval:
             if in_delivery or not transport.brpop_outstanding():
                 self.flush()
             else:
-                self.deadline = now  # the outstanding BRPOP returns by then: flush after it
+                self.first_at = now - self.interval  # due: flush after the outstanding BRPOP
 
     def linger(self) -> float | None:
         """None when nothing is gathered; else how long it may still wait for more messages."""
-        if not self.requests:
+        if self.first_at is None:
             return None
         if self.events >= self.size:
             return 0.0
         return max(0.0, self.first_at + self.wait - time.monotonic())
 
     def flush_if_due(self) -> None:
-        due = self.deadline is not None and time.monotonic() >= self.deadline
+        due = self.first_at is not None and time.monotonic() >= self.first_at + self.interval
         if due and not transport.brpop_outstanding():
             self.flush()
 
     def flush(self) -> None:
         """Apply the gathered requests, then acknowledge or retry each one."""
-        taken, self.requests, self.events, self.deadline = self.requests, [], 0, None
+        taken, self.requests, self.events, self.first_at = self.requests, [], 0, None
         if taken:
             Flush(self.app, self.consumer, taken).run()
 
     def requeue(self) -> None:
         """Put the gathered, unapplied messages back on their queues (warm shutdown)."""
-        taken, self.requests, self.events, self.deadline = self.requests, [], 0, None
+        taken, self.requests, self.events, self.first_at = self.requests, [], 0, None
         for request in taken:  # at once, not on the next loop turn: the loop is ending
             request.message.reject_log_error(log, request.connection_errors, requeue=True)
         if taken:

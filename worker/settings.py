@@ -42,7 +42,7 @@ class Settings:
     batching: bool = True
     batch_size: int = 100
     batch_interval: float = 0.05
-    batch_linger: float = 0.005
+    batch_linger: float = 0.0
     ready_file: Path | None = None
 
     @property

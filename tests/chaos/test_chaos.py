@@ -347,7 +347,8 @@ def test_two_workers_on_the_same_partitions_under_traffic(
 # --------------------------------------------------------------------------- (e) short lease
 
 LEASE = "0.001"  # seconds: 1 ms, shorter than any apply (redis-py sets it as PX 1)
-LEASE_RUNS = 8  # simulate runs on the same 20 orders (other seeds: other events)
+LEASE_RUNS = 8  # simulate runs on the same 20 orders per round (other seeds: other events)
+LEASE_ROUNDS = 4  # at most; two batches must overlap on an order, which a round may not bring
 
 
 def test_a_lock_lease_shorter_than_an_apply_leaves_the_version_fence_to_do_the_work(
@@ -357,20 +358,26 @@ def test_a_lock_lease_shorter_than_an_apply_leaves_the_version_fence_to_do_the_w
     fleet = fleets(redis_server_url, ORDERFLEET_LOCK_LEASE=LEASE)
     workers = [fleet.start(f"w{n}", "worker", "--partitions", "0-7") for n in range(2)]
     args = ["--orders", "20", "--prefix", "lease-", "--rate", "100", "--invalid-rate", "0"]
-    runs = [
-        start_traffic(fleet, producers, f"sim{seed}", *args, "--seed", str(seed))
-        for seed in range(1, LEASE_RUNS + 1)
-    ]
-    sent = Sent.of([run.finish() for run in runs])
-    settle(sessions, client, key_prefix, sent)
+    runs: list[Traffic] = []
+    for first in range(1, LEASE_ROUNDS * LEASE_RUNS, LEASE_RUNS):
+        round_ = [
+            start_traffic(fleet, producers, f"sim{seed}", *args, "--seed", str(seed))
+            for seed in range(first, first + LEASE_RUNS)
+        ]
+        runs += round_
+        sent = Sent.of([run.finish() for run in runs])
+        settle(sessions, client, key_prefix, sent)
+        retried = retries(client, fleet)
+        if retried.get("VersionConflict", 0) > 0:
+            break
     logged, _, _ = assert_exact(sessions, sent)
     last = check(fleet, *(run.out for run in runs))
-    retried = retries(client, fleet)
     ran_out = log_count(fleet, "ran out before release")
     assert all(w.alive() for w in workers)
     print(
-        f"\nchaos short-lease: {sent.valid} messages, {logged} distinct events on 20 orders, "
-        f"lease {LEASE} s ran out {ran_out} times; conflicts retried {retried}; {last}"
+        f"\nchaos short-lease: {sent.valid} messages, {logged} distinct events on 20 orders "
+        f"({len(runs) // LEASE_RUNS} rounds), lease {LEASE} s ran out {ran_out} times; "
+        f"conflicts retried {retried}; {last}"
     )
     assert last == "20 orders checked, 0 divergent"
     assert ran_out > 0
