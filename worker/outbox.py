@@ -76,9 +76,10 @@ def relay(app: Celery, runtime: Runtime, older_than: timedelta, limit: int = 500
 
 
 def _mark(runtime: Runtime, decision_ids: list[str], now: datetime) -> None:
-    """One UPDATE in its own short transaction (Core: this runs after every decision)."""
+    """One UPDATE, committed on its own: one round trip (no BEGIN and COMMIT around it)."""
     if not decision_ids:
         return
     stmt = update(OutboxRow).where(OutboxRow.decision_id.in_(decision_ids))
-    with runtime.engine.begin() as connection:
+    with runtime.engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
         connection.execute(stmt.values(published_at=now))

@@ -82,13 +82,13 @@ def apply_events(
     with uow:
         firsts = _first_occurrences(batch)
         hashes = {eid: content_hash(item.event) for eid, item in firsts.items()}
-        new_ids = uow.events.record(
+        new_ids, stored = uow.events.record(
             [i.event for i in firsts.values()],
             [i.raw_object for i in firsts.values()],
             list(hashes.values()),
             now,
         )
-        logged = _logged_hashes(uow.events, hashes, new_ids)
+        logged = _logged_hashes(uow.events, hashes, new_ids, stored)
         outcomes = [_classify(item, firsts, hashes, new_ids, logged) for item in batch]
         decided = _fold(uow, [firsts[eid] for eid in firsts if eid in new_ids], now)
         _record_rejects(uow, batch, outcomes, now)
@@ -106,10 +106,12 @@ def _first_occurrences(batch: Sequence[Incoming]) -> dict[str, Incoming]:
     return firsts
 
 
-def _logged_hashes(log: EventLog, hashes: dict[str, str], new_ids: set[str]) -> dict[str, str]:
+def _logged_hashes(
+    log: EventLog, hashes: dict[str, str], new_ids: set[str], stored: dict[str, str]
+) -> dict[str, str]:
     """The content hash the log holds for every event id of the batch."""
-    seen_before = [eid for eid in hashes if eid not in new_ids]
-    logged = log.hashes(seen_before) if seen_before else {}
+    unseen = [eid for eid in hashes if eid not in new_ids and eid not in stored]
+    logged = {**stored, **(log.hashes(unseen) if unseen else {})}
     logged.update({eid: hashes[eid] for eid in new_ids})
     return logged
 

@@ -55,17 +55,28 @@ class EventLog:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.redelivered: Counter[str] = Counter()
 
     def record(
         self, events: Sequence[Event], raws: Sequence[Any], hashes: Sequence[str], now: datetime
-    ) -> set[str]:
-        """Insert the events not yet logged (with their content hashes); returns the new ids."""
+    ) -> tuple[set[str], dict[str, str]]:
+        """Insert the events not yet logged (with their content hashes).
+
+        Returns the new ids, and the hash the log held for each of the others (one written by
+        a transaction that committed while this statement ran is not seen: `hashes` reads it).
+        """
         rows = [_event_row(*row) for row in zip(events, raws, hashes, strict=True)]
         if not rows:
-            return set()
+            return set(), {}
         # One statement, the rows as one JSON parameter (one serialisation, one round trip).
         params = {"rows": dumps(rows), "now": now}
-        return set(self.session.connection().execute(_INSERT_EVENTS, params).scalars())
+        new, stored = set(), {}
+        for event_id, inserted, digest in self.session.connection().execute(_RECORD, params):
+            if inserted:
+                new.add(event_id)
+            elif digest is not None:
+                stored[event_id] = digest
+        return new, stored
 
     def hashes(self, event_ids: Iterable[str]) -> dict[str, str]:
         stmt = select(EventRow.event_id, EventRow.content_hash).where(
@@ -74,13 +85,9 @@ class EventLog:
         return {event_id: digest for event_id, digest in self.session.execute(stmt)}
 
     def count_redelivery(self, event_ids: Iterable[str]) -> None:
-        """One more delivery per occurrence (an event may come twice in one batch)."""
-        by_times: dict[int, list[str]] = {}
-        for event_id, times in Counter(event_ids).items():
-            by_times.setdefault(times, []).append(event_id)
-        for times, ids in sorted(by_times.items()):
-            stmt = update(EventRow).where(EventRow.event_id.in_(ids))
-            self.session.execute(stmt.values(deliveries=EventRow.deliveries + times))
+        """One more delivery per occurrence (an event may come twice in one batch); written
+        at commit."""
+        self.redelivered.update(event_ids)
 
     def raw_events(self, order_id: str) -> list[dict[str, Any]]:
         stmt = select(EventRow.raw).where(EventRow.order_id == order_id)
@@ -105,13 +112,18 @@ def _event_row(event: Event, raw: Any, digest: str) -> dict[str, Any]:
     }
 
 
-_INSERT_EVENTS = text(
-    "INSERT INTO order_events (event_id, order_id, event_type, event_at, raw, content_hash,"
-    " received_at, applied_at)"
-    " SELECT event_id, order_id, event_type, event_at, raw, content_hash, :now, :now"
-    " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(event_id text, order_id text,"
-    " event_type text, event_at timestamptz, raw jsonb, content_hash text)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+# The main query reads the log as it was before the insert (one snapshot for the statement):
+# a stored hash for each event that was already there.
+_RECORD = text(
+    "WITH v AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(event_id text,"
+    " order_id text, event_type text, event_at timestamptz, raw jsonb, content_hash text)),"
+    " ins AS (INSERT INTO order_events (event_id, order_id, event_type, event_at, raw,"
+    " content_hash, received_at, applied_at)"
+    " SELECT event_id, order_id, event_type, event_at, raw, content_hash, :now, :now FROM v"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
+    " SELECT v.event_id, ins.event_id IS NOT NULL, e.content_hash FROM v"
+    " LEFT JOIN ins ON ins.event_id = v.event_id"
+    " LEFT JOIN order_events AS e ON e.event_id = v.event_id"
 )
 
 
@@ -119,23 +131,36 @@ _ORDER_FIELDS = (
     "order_id text, expected int, version int, status text, completeness int, event_count int,"
     " decision_seq int, last_event_at timestamptz, document jsonb, updated_at timestamptz"
 )
-# One statement per kind of write for the whole batch, the rows as one JSON parameter; each
-# statement returns the orders it wrote, so a missing one is a version conflict by name.
-_UPDATE_ORDERS = text(
-    "UPDATE orders AS o SET version = v.version, status = v.status,"
+# Every write of a commit in one statement, each kind's rows as one JSON parameter; it returns
+# the orders it wrote, so a missing one is a version conflict by name. (The sub-statements
+# touch different rows; PostgreSQL runs every one of them to completion.)
+_WRITE = text(
+    "WITH upd AS (UPDATE orders AS o SET version = v.version, status = v.status,"
     " completeness = v.completeness, event_count = v.event_count,"
     " decision_seq = v.decision_seq, last_event_at = v.last_event_at,"
     " document = v.document, updated_at = v.updated_at"
-    f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({_ORDER_FIELDS})"
-    " WHERE o.order_id = v.order_id AND o.version = v.expected RETURNING o.order_id"
-)
-_INSERT_ORDERS = text(
-    "INSERT INTO orders (order_id, version, status, completeness, event_count, decision_seq,"
-    " last_event_at, document, created_at, updated_at)"
+    f" FROM jsonb_to_recordset(CAST(:updates AS jsonb)) AS v({_ORDER_FIELDS})"
+    " WHERE o.order_id = v.order_id AND o.version = v.expected RETURNING o.order_id),"
+    " ins AS (INSERT INTO orders (order_id, version, status, completeness, event_count,"
+    " decision_seq, last_event_at, document, created_at, updated_at)"
     " SELECT order_id, version, status, completeness, event_count, decision_seq,"
     " last_event_at, document, updated_at, updated_at"
-    f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({_ORDER_FIELDS})"
-    " ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+    f" FROM jsonb_to_recordset(CAST(:inserts AS jsonb)) AS v({_ORDER_FIELDS})"
+    " ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
+    " outbox AS (INSERT INTO decision_outbox (decision_id, order_id, seq, outcome, reason,"
+    " supersedes, payload, created_at)"
+    " SELECT decision_id, order_id, seq, outcome, reason, supersedes, payload, created_at"
+    " FROM jsonb_to_recordset(CAST(:outbox AS jsonb)) AS v(decision_id text, order_id text,"
+    " seq int, outcome text, reason text, supersedes text, payload jsonb,"
+    " created_at timestamptz)),"
+    " redelivered AS (UPDATE order_events AS e SET deliveries = e.deliveries + v.times"
+    " FROM jsonb_to_recordset(CAST(:redelivered AS jsonb)) AS v(event_id text, times int)"
+    " WHERE e.event_id = v.event_id),"
+    " ledger AS (INSERT INTO message_ledger (queue, ended)"
+    " SELECT queue, ended FROM jsonb_to_recordset(CAST(:ended AS jsonb))"
+    " AS v(queue text, ended bigint)"
+    " ON CONFLICT (queue) DO UPDATE SET ended = message_ledger.ended + excluded.ended)"
+    " SELECT order_id FROM upd UNION ALL SELECT order_id FROM ins"
 )
 
 
@@ -229,8 +254,8 @@ class OrderRepository:
             self.get_many([state.order_id])
         self._saved[state.order_id] = (state, now)
 
-    def flush(self) -> None:
-        """Write the saved orders; VersionConflict names those another writer changed."""
+    def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The saved orders to write at commit: (updates, inserts)."""
         updates, inserts = [], []
         for state, now in self._saved.values():
             read_at = self._versions[state.order_id]
@@ -238,10 +263,7 @@ class OrderRepository:
             (inserts if read_at is None else updates).append(row)
             self._written.append(state.model_copy(update={"version": row["version"]}))
         self._saved.clear()
-        lost = _write(self.session, _UPDATE_ORDERS, updates)
-        lost |= _write(self.session, _INSERT_ORDERS, inserts)
-        if lost:
-            raise VersionConflict(f"changed by another writer: {sorted(lost)}", lost)
+        return updates, inserts
 
     def page(self, after: str | None, limit: int) -> list[OrderState]:
         """Orders in id order after `after` (keyset paging, bounded memory)."""
@@ -277,14 +299,6 @@ def _order_row(state: OrderState, read_at: int | None, now: datetime) -> dict[st
     }
 
 
-def _write(session: Session, statement: Any, rows: list[dict[str, Any]]) -> set[str]:
-    """Run one batched order write; the orders it did not write."""
-    if not rows:
-        return set()
-    written = set(session.connection().execute(statement, {"rows": dumps(rows)}).scalars())
-    return {row["order_id"] for row in rows} - written
-
-
 class Outbox:
     """Decisions waiting to be published (the transactional outbox)."""
 
@@ -307,10 +321,10 @@ class Outbox:
             }
         )
 
-    def flush(self) -> None:
-        if self._added:
-            self.session.execute(insert(OutboxRow.__table__), self._added)
-            self._added = []
+    def rows(self) -> list[dict[str, Any]]:
+        """The decisions to write at commit."""
+        added, self._added = self._added, []
+        return added
 
     def holds(self, decision_id: str) -> bool:
         """Whether this decision was emitted by the fleet (its outbox row exists)."""
@@ -377,28 +391,17 @@ def _key_text(value: str | None) -> str | None:
     return storable_text(value)[:128] if value else None
 
 
-_COUNT_ENDS = text(
-    "INSERT INTO message_ledger (queue, ended) VALUES (:queue, :ended) "
-    "ON CONFLICT (queue) DO UPDATE SET ended = message_ledger.ended + excluded.ended"
-)
-
-
 class MessageLedger:
     """Outcomes committed per queue, counted in the transaction that commits them."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.counts: Counter[str] = Counter()
 
     def count_ends(self, queues: Iterable[str | None]) -> None:
-        """One more ended message for each queue named (None: not from a queue, not counted)."""
-        counts = Counter(q for q in queues if q)
-        if not counts:
-            return
-        rows = [{"queue": q, "ended": n} for q, n in sorted(counts.items())]
-        # Core text on the transaction's connection: no ORM statement building or autoflush
-        # (measured: the ORM upsert took 15 % of a worker's time; the version-checked order
-        # update still flushes at commit, where a conflict becomes VersionConflict).
-        self.session.connection().execute(_COUNT_ENDS, rows)
+        """One more ended message for each queue named (None: not from a queue, not counted);
+        written at commit."""
+        self.counts.update(q for q in queues if q)
 
     def ended(self) -> dict[str, int]:
         rows = self.session.execute(select(LedgerRow.queue, LedgerRow.ended))
@@ -428,8 +431,7 @@ class UnitOfWork:
 
     def commit(self) -> None:
         try:
-            self.orders.flush()
-            self.outbox.flush()
+            self._write()
             self.session.commit()
             self.orders.remember()
         except StaleDataError as exc:
@@ -439,11 +441,35 @@ class UnitOfWork:
                 raise VersionConflict(str(exc.orig)) from exc
             raise
 
+    def _write(self) -> None:
+        """Every pending write in one statement; VersionConflict names the orders another
+        writer changed first."""
+        updates, inserts = self.orders.rows()
+        params = {
+            "updates": updates,
+            "inserts": inserts,
+            "outbox": self.outbox.rows(),
+            "redelivered": _counted(self.events.redelivered, "event_id", "times"),
+            "ended": _counted(self.ledger.counts, "queue", "ended"),
+        }
+        self.events.redelivered, self.ledger.counts = Counter(), Counter()
+        if not any(params.values()):
+            return
+        statement_params = {name: dumps(rows) for name, rows in params.items()}
+        written = set(self.session.connection().execute(_WRITE, statement_params).scalars())
+        lost = {row["order_id"] for row in updates + inserts} - written
+        if lost:
+            raise VersionConflict(f"changed by another writer: {sorted(lost)}", lost)
+
     def rollback(self) -> None:
         self.session.rollback()
 
 
 _CONCURRENT_CREATE = ("orders_pkey", "decision_outbox_pkey", "uq_decision_outbox_order_id_seq")
+
+
+def _counted(counts: Counter[str], key: str, count: str) -> list[dict[str, Any]]:
+    return [{key: name, count: n} for name, n in sorted(counts.items())]
 
 
 def _is_concurrent_create(exc: IntegrityError) -> bool:
@@ -468,6 +494,7 @@ class DecisionDeliveries:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.redelivered: Counter[str] = Counter()
 
     def record(self, payload: dict[str, Any], now: datetime) -> bool:
         """Record one delivery; True when it is the first for its decisionId."""

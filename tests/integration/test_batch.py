@@ -142,7 +142,7 @@ def test_a_locked_order_is_handed_back_alone(app, runtime, sessions):
 
 def test_an_order_changed_by_another_writer_is_retried_alone(app, runtime, sessions, monkeypatch):
     apply_batch(app, runtime, [single(created("o-1"))])
-    flush = OrderRepository.flush
+    rows = OrderRepository.rows
     calls = []
 
     def changed_once(self):
@@ -151,9 +151,9 @@ def test_an_order_changed_by_another_writer_is_retried_alone(app, runtime, sessi
             self.session.connection().execute(
                 text("UPDATE orders SET version = version + 10 WHERE order_id = 'o-1'")
             )
-        return flush(self)
+        return rows(self)
 
-    monkeypatch.setattr(OrderRepository, "flush", changed_once)
+    monkeypatch.setattr(OrderRepository, "rows", changed_once)
     (end,) = apply_batch(app, runtime, [bulk([paid("o-1"), created("o-2")])])
     assert isinstance(end.cause, VersionConflict) and end.cause.order_ids == {"o-1"}
     assert [e["orderId"] for e in end.retry] == ["o-1"]
