@@ -8,6 +8,7 @@ bootsteps, so a plain `celery -A orderfleet.worker worker` runs the same checks 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -84,6 +85,16 @@ app.steps["consumer"].add(RequeueGathered)
 @signals.worker_process_init.connect
 def _fresh_runtime_after_fork(**_: object) -> None:
     reset_runtime()
+
+
+@signals.worker_ready.connect
+def _freeze_startup_objects(**_: object) -> None:
+    """Leave what start-up built out of every later garbage collection.
+
+    Measured: a full collection walked the ~1M objects of the loaded libraries and took
+    77-122 ms, three times in 20 s per worker: the tail of publish->commit latency.
+    """
+    gc.freeze()
 
 
 @signals.worker_ready.connect
