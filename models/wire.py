@@ -201,6 +201,13 @@ def dumps(obj: Any) -> str:
 
 def exact_numbers(obj: Any) -> Any:
     """obj with every JsonNumber as the exact Decimal of its text."""
+    kind = type(obj)
+    if kind in _LEAVES:  # most values: nothing to walk (the common case first, by type)
+        return obj
+    if kind is dict:
+        return {k: v if type(v) in _LEAVES else exact_numbers(v) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _LEAVES else exact_numbers(v) for v in obj]
     if isinstance(obj, JsonNumber):
         return Decimal(obj.text)
     if isinstance(obj, dict):
@@ -208,6 +215,9 @@ def exact_numbers(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [exact_numbers(v) for v in obj]
     return obj
+
+
+_LEAVES = frozenset({str, int, bool, type(None), Decimal, datetime})
 
 
 def _json_default(obj: Any) -> Any:
