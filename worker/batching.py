@@ -30,6 +30,7 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from kombu.asynchronous.timer import to_timestamp
 from orderfleet.worker import metrics, transport
 from orderfleet.worker.batch import MessageEnd, Received, apply_batch
+from orderfleet.worker.outbox import mark_sent
 from orderfleet.worker.pipeline import dead_letter_all, queue_of
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.routing import BATCH_TASK
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 trace_log = logging.getLogger("celery.app.trace")  # where Celery logs each task's end
 OUTAGE_PAUSES = (0.1, 0.2, 0.4, 0.8, 1.6)  # seconds; about 3 s in all
 SAFETY_SWEEP = 1.0  # seconds: a batch left behind by a quiet Redis connection still flushes
+MARK_EVERY = 1.0  # seconds: a quiet worker marks its sent decisions (the relay waits longer)
 
 
 class Batcher:
@@ -64,6 +66,7 @@ class Batcher:
         ours = isinstance(getattr(consumer.connection, "transport", None), transport.Transport)
         sweep = SAFETY_SWEEP if ours else self.interval
         consumer.timer.call_repeatedly(sweep, self.flush_if_due, priority=5)
+        consumer.timer.call_repeatedly(MARK_EVERY, self.mark_sent, priority=5)
 
     def add(self, request: Any, in_delivery: bool = True) -> None:
         """Gather one request; apply the batch when it is full or its time has come."""
@@ -92,6 +95,11 @@ class Batcher:
         if due and not transport.brpop_outstanding():
             self.flush()
 
+    def mark_sent(self) -> None:
+        """Quiet: mark the decisions sent lately as published (the next commit would have)."""
+        if self.first_at is None:
+            _mark_sent()
+
     def flush(self) -> None:
         """Apply the gathered requests, then acknowledge or retry each one."""
         taken, self.requests, self.events, self.first_at = self.requests, [], 0, None
@@ -105,6 +113,13 @@ class Batcher:
             request.message.reject_log_error(log, request.connection_errors, requeue=True)
         if taken:
             log.info("put %d gathered messages back on their queues", len(taken))
+
+
+def _mark_sent() -> None:
+    try:
+        mark_sent(get_runtime())
+    except Exception as exc:  # kept for the next try; the relay sends them again if need be
+        log.warning("sent decisions not marked published yet: %s", exc)
 
 
 def _event_count(request: Any) -> int:
@@ -360,5 +375,6 @@ class RequeueGathered(bootsteps.StartStopStep):
     def stop(self, consumer: Any) -> None:
         if _batcher is not None:
             _batcher.requeue()
+            _mark_sent()
 
     shutdown = stop

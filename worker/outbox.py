@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
 from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerError
 from orderfleet.models import EmittedDecision
-from orderfleet.models.tables import OutboxRow
+from orderfleet.models.wire import dumps
 from orderfleet.worker.routing import DECISIONS_QUEUE
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.store import decision_payload
-from sqlalchemy import update
+from sqlalchemy import text
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ def send_decision(app: Celery, outcome: str, payload: dict, producer: Any = None
 def publish_after_commit(
     app: Celery, runtime: Runtime, decisions: Iterable[EmittedDecision]
 ) -> int:
-    """Send decisions just committed (pipelined) and mark them published; the relay covers
-    any failure (a batch that failed may have been sent in part: it is sent again)."""
+    """Send decisions just committed (pipelined); the next commit marks them published (or
+    `mark_sent`). The relay covers any failure (a batch that failed may have been sent in
+    part: it is sent again)."""
     sent = []
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE):
@@ -56,7 +57,7 @@ def publish_after_commit(
     except (BrokerError, BatchPublishError) as exc:
         log.warning("%d decisions not sent now (%s); the outbox relay will", len(sent), exc)
         return 0
-    _mark(runtime, sent, runtime.now())
+    runtime.sent.add(sent, runtime.now())
     return len(sent)
 
 
@@ -75,11 +76,26 @@ def relay(app: Celery, runtime: Runtime, older_than: timedelta, limit: int = 500
     return len(rows)
 
 
-def _mark(runtime: Runtime, decision_ids: list[str], now: datetime) -> None:
-    """One UPDATE, committed on its own: one round trip (no BEGIN and COMMIT around it)."""
-    if not decision_ids:
+def mark_sent(runtime: Runtime) -> None:
+    """Mark the decisions sent since the last commit published, when no commit came to.
+
+    One UPDATE committed on its own: one round trip (no BEGIN and COMMIT around it). Called
+    when a worker is quiet, well before the relay would send them again.
+    """
+    sent = runtime.sent.take()
+    if not sent:
         return
-    stmt = update(OutboxRow).where(OutboxRow.decision_id.in_(decision_ids))
-    with runtime.engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        connection.execute(stmt.values(published_at=now))
+    try:
+        with runtime.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(_MARK, {"marked": dumps(sent)})
+    except Exception:
+        runtime.sent.give_back(sent)
+        raise
+
+
+_MARK = text(
+    "UPDATE decision_outbox AS d SET published_at = v.at"
+    " FROM jsonb_to_recordset(CAST(:marked AS jsonb)) AS v(decision_id text, at timestamptz)"
+    " WHERE d.decision_id = v.decision_id"
+)

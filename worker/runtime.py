@@ -10,7 +10,7 @@ import redis
 from orderfleet.worker.db import check_schema, make_engine, session_factory, session_options
 from orderfleet.worker.servers import DATABASE, LOCKS, Embedded, resolve_servers
 from orderfleet.worker.settings import Settings, load_settings
-from orderfleet.worker.store import StateCache, UnitOfWork
+from orderfleet.worker.store import SentDecisions, StateCache, UnitOfWork
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,8 +57,13 @@ class Runtime:
         """Order states this process wrote lately (a partition worker reads them back)."""
         return StateCache()
 
+    @cached_property
+    def sent(self) -> SentDecisions:
+        """Decisions this process sent that are not marked published yet."""
+        return SentDecisions()
+
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.states)
+        return UnitOfWork(self.sessions, self.states, self.sent)
 
     def check_schema(self) -> None:
         check_schema(self.engine)

@@ -159,9 +159,33 @@ _WRITE = text(
     " ledger AS (INSERT INTO message_ledger (queue, ended)"
     " SELECT queue, ended FROM jsonb_to_recordset(CAST(:ended AS jsonb))"
     " AS v(queue text, ended bigint)"
-    " ON CONFLICT (queue) DO UPDATE SET ended = message_ledger.ended + excluded.ended)"
+    " ON CONFLICT (queue) DO UPDATE SET ended = message_ledger.ended + excluded.ended),"
+    " marked AS (UPDATE decision_outbox AS d SET published_at = v.at"
+    " FROM jsonb_to_recordset(CAST(:marked AS jsonb)) AS v(decision_id text, at timestamptz)"
+    " WHERE d.decision_id = v.decision_id)"
     " SELECT order_id FROM upd UNION ALL SELECT order_id FROM ins"
 )
+
+
+class SentDecisions:
+    """Decisions sent since the last commit of this process, to be marked published.
+
+    The next transaction marks them in its write statement (no round trip of their own); a
+    process with no next transaction soon marks them alone (worker/outbox.py).
+    """
+
+    def __init__(self) -> None:
+        self._sent: list[dict[str, Any]] = []
+
+    def add(self, decision_ids: Iterable[str], at: datetime) -> None:
+        self._sent.extend({"decision_id": d, "at": at} for d in decision_ids)
+
+    def take(self) -> list[dict[str, Any]]:
+        sent, self._sent = self._sent, []
+        return sent
+
+    def give_back(self, sent: list[dict[str, Any]]) -> None:
+        self._sent[:0] = sent
 
 
 class StateCache:
@@ -411,9 +435,15 @@ class MessageLedger:
 class UnitOfWork:
     """One transaction; `commit` turns concurrent-update failures into VersionConflict."""
 
-    def __init__(self, sessions: sessionmaker[Session], cache: StateCache | None = None) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        cache: StateCache | None = None,
+        sent: SentDecisions | None = None,
+    ) -> None:
         self._sessions = sessions
         self._cache = cache
+        self._sent = sent
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._sessions()
@@ -430,20 +460,22 @@ class UnitOfWork:
         self.session.close()
 
     def commit(self) -> None:
+        marked = self._sent.take() if self._sent is not None else []
         try:
-            self._write()
+            self._write(marked)
             self.session.commit()
-            self.orders.remember()
-        except StaleDataError as exc:
-            raise VersionConflict(str(exc)) from exc
-        except IntegrityError as exc:
-            if _is_concurrent_create(exc):
-                raise VersionConflict(str(exc.orig)) from exc
-            raise
+        except BaseException as exc:
+            if self._sent is not None:
+                self._sent.give_back(marked)
+            conflict = _as_conflict(exc)
+            if conflict is None:
+                raise
+            raise conflict from exc
+        self.orders.remember()
 
-    def _write(self) -> None:
-        """Every pending write in one statement; VersionConflict names the orders another
-        writer changed first."""
+    def _write(self, marked: list[dict[str, Any]]) -> None:
+        """Every pending write in one statement (and the marks of decisions sent before);
+        VersionConflict names the orders another writer changed first."""
         updates, inserts = self.orders.rows()
         params = {
             "updates": updates,
@@ -451,6 +483,7 @@ class UnitOfWork:
             "outbox": self.outbox.rows(),
             "redelivered": _counted(self.events.redelivered, "event_id", "times"),
             "ended": _counted(self.ledger.counts, "queue", "ended"),
+            "marked": marked,
         }
         self.events.redelivered, self.ledger.counts = Counter(), Counter()
         if not any(params.values()):
@@ -470,6 +503,17 @@ _CONCURRENT_CREATE = ("orders_pkey", "decision_outbox_pkey", "uq_decision_outbox
 
 def _counted(counts: Counter[str], key: str, count: str) -> list[dict[str, Any]]:
     return [{key: name, count: n} for name, n in sorted(counts.items())]
+
+
+def _as_conflict(exc: BaseException) -> VersionConflict | None:
+    """The VersionConflict a failed commit stands for, if it stands for one."""
+    if isinstance(exc, VersionConflict):
+        return exc
+    if isinstance(exc, StaleDataError):
+        return VersionConflict(str(exc))
+    if isinstance(exc, IntegrityError) and _is_concurrent_create(exc):
+        return VersionConflict(str(exc.orig))
+    return None
 
 
 def _is_concurrent_create(exc: IntegrityError) -> bool:

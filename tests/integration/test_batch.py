@@ -12,10 +12,11 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 from orderfleet.models import parse_event
-from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow
+from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
 from orderfleet.worker import service
 from orderfleet.worker.batch import Received, apply_batch
 from orderfleet.worker.locks import LockNotAcquired
+from orderfleet.worker.outbox import mark_sent
 from orderfleet.worker.routing import BATCH_TASK, TASK_FOR_TYPE, queue_for
 from orderfleet.worker.store import OrderRepository, VersionConflict
 from sqlalchemy import func, select, text
@@ -205,3 +206,24 @@ def test_copies_of_an_event_in_one_batch_each_count_as_a_delivery(app, runtime, 
     apply_batch(app, runtime, [single(event), single(event)])
     with sessions() as s:
         assert s.scalar(select(EventRow.deliveries)) == 6
+
+
+def test_sent_decisions_are_marked_published_by_the_next_commit_or_when_quiet(
+    app, runtime, sessions
+):
+    traffic = order_traffic(20, seed=11)
+    orders = sorted({e["orderId"] for e in traffic})
+    first, second = orders[:10], orders[10:]
+    apply_batch(app, runtime, [bulk(e for e in traffic if e["orderId"] in first)])
+    sent_first = unpublished(sessions)
+    assert sent_first  # sent after the commit, not marked yet
+    apply_batch(app, runtime, [bulk(e for e in traffic if e["orderId"] in second)])
+    sent_second = unpublished(sessions)
+    assert sent_second and not sent_second & sent_first  # the next commit marked the first
+    mark_sent(runtime)  # a quiet worker marks the rest in one statement
+    assert not unpublished(sessions)
+
+
+def unpublished(sessions) -> set[str]:
+    with sessions() as s:
+        return set(s.scalars(select(OutboxRow.decision_id).where(OutboxRow.published_at.is_(None))))
