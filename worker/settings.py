@@ -40,7 +40,7 @@ class Settings:
     log_level: str = "INFO"
     task_events: bool = True
     batching: bool = True
-    batch_size: int = 100
+    batch_size: int = 500
     batch_interval: float = 0.05
     batch_linger: float = 0.0
     ready_file: Path | None = None

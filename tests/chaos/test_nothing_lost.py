@@ -221,7 +221,11 @@ def test_a_database_refusing_connections_loses_no_event_and_no_decision(
 ):
     """'too many connections' (not a retryable class before) while events and decisions flow."""
     env = fleet_env(
-        limited_database_url, redis_server_url, key_prefix, ORDERFLEET_LOG_LEVEL="WARNING"
+        limited_database_url,
+        redis_server_url,
+        key_prefix,
+        ORDERFLEET_LOG_LEVEL="WARNING",
+        ORDERFLEET_BATCH_SIZE="100",  # what may land after the refusal began: see below
     )
     fleet = Fleet(env, tmp_path)
     try:
@@ -252,7 +256,7 @@ def test_a_database_refusing_connections_loses_no_event_and_no_decision(
             f"{during} deliveries committed meanwhile (from {before}), retries {retried}, 0 lost"
         )
         # thousands would commit in 4 s unhindered; what was in flight when it began may still
-        # land: a batch per worker (up to ORDERFLEET_BATCH_SIZE = 100 messages each)
+        # land: a batch per worker (up to ORDERFLEET_BATCH_SIZE = 100 messages each here)
         assert ended > 0 and during < 250 and before + during < len(sent)
         assert retried.get("retry:OperationalError", 0) > 0
     finally:
