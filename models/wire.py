@@ -119,13 +119,23 @@ def to_instant(value: Any) -> datetime:
 
 
 def _instant_from_match(match: re.Match[str]) -> datetime:
-    *fields, fraction, offset = match.groups()
-    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    utc = offset in ("Z", "z")  # the usual case: already UTC, no conversion
     try:
-        local = datetime(*(int(f) for f in fields), micros)
+        local = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            micros,
+            UTC if utc else None,
+        )
     except ValueError as exc:
         raise WireError(f"is not a valid date/time ({exc})") from None
-    return _to_utc(local.replace(tzinfo=_offset(offset)))
+    return local if utc else _to_utc(local.replace(tzinfo=_offset(offset)))
 
 
 def _to_utc(value: datetime) -> datetime:
