@@ -177,6 +177,11 @@ def canonical_json(obj: Any) -> str:
 
 
 def _canonical(obj: Any) -> Any:
+    kind = type(obj)
+    if kind in _CANONICAL:  # plain values first, by type: this runs for every event's hash
+        return obj
+    if kind is dict:
+        return {k if type(k) is str else str(k): _canonical(v) for k, v in obj.items()}
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -188,6 +193,9 @@ def _canonical(obj: Any) -> Any:
     if isinstance(obj, float):
         return format_decimal(to_decimal(obj))
     return obj
+
+
+_CANONICAL = frozenset({str, int, bool, type(None)})
 
 
 def _reject_constant(name: str) -> Any:
