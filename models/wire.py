@@ -7,6 +7,7 @@ import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
 MAX_EVENT_BYTES = 64 * 1024
@@ -212,9 +213,31 @@ def dumps(obj: Any) -> str:
 
     A JsonNumber is written as the exact text it was read from.
     """
-    return json.dumps(
-        exact_numbers(obj), default=_json_default, separators=(",", ":"), ensure_ascii=False
-    )
+    exact = exact_numbers(obj)
+    if _encode is None:
+        return _ENCODER.encode(exact)
+    return "".join(_encode(exact, 0))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        # Written out in full when short (every bounded amount is); a number like 1e65000 in
+        # an unknown field stays in exponent form instead of growing to 65 KB of zeros.
+        return format_decimal(obj) if _plain_length(obj) <= MAX_PLAIN_IN_JSON else str(obj)
+    if isinstance(obj, datetime):
+        return format_instant(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
+# The C encoder behind _ENCODER, made once: json builds one per call (measured: 4.9 -> 2.9 us
+# for an event). No circular-reference check: a decoded document has no cycles (a cycle
+# would end in RecursionError instead of ValueError).
+_encode = (
+    c_make_encoder(None, _json_default, encode_basestring, None, ":", ",", False, False, True)
+    if c_make_encoder is not None
+    else None
+)
 
 
 def exact_numbers(obj: Any) -> Any:
@@ -236,13 +259,3 @@ def exact_numbers(obj: Any) -> Any:
 
 
 _LEAVES = frozenset({str, int, bool, type(None), Decimal, datetime})
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Decimal):
-        # Written out in full when short (every bounded amount is); a number like 1e65000 in
-        # an unknown field stays in exponent form instead of growing to 65 KB of zeros.
-        return format_decimal(obj) if _plain_length(obj) <= MAX_PLAIN_IN_JSON else str(obj)
-    if isinstance(obj, datetime):
-        return format_instant(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
