@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from bench import noop_app
 from bench.config import REPO_ROOT, BenchConfig
 from bench.procs import ResourceMonitor, Supervisor, server_pids
-from bench.servers import Servers, delete_prefix, truncate_all
+from bench.servers import Servers, checkpoint, delete_prefix, truncate_all
 from bench.store import clear_except_store
 
 
@@ -65,12 +65,14 @@ class Context:
         }
 
     def reset(self, keep_store: bool = False) -> None:
-        """Delete the run's Redis keys and empty the tables (all, or all but the pre-fill)."""
+        """Delete the run's Redis keys, empty the tables (all, or all but the pre-fill) and
+        checkpoint, so that each measurement starts clean."""
         delete_prefix(self.redis, self.prefix)
         if keep_store:
             clear_except_store(self.engine)
         else:
             truncate_all(self.engine)
+        checkpoint(self.engine)
 
     def fleet_depth(self) -> int:
         """Messages waiting in orderfleet's partition queues."""

@@ -20,6 +20,7 @@ from orderfleet.worker.lifeline import lifeline
 from orderfleet.worker.servers import FLEET, Embedded, locks_url_of_broker, resolve_servers
 from orderfleet.worker.settings import load_settings
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -143,6 +144,21 @@ def truncate_all(engine: Engine) -> None:
     names = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+
+
+def checkpoint(engine: Engine) -> bool:
+    """Write out what the last measurement left dirty, so that it does not land in the next.
+
+    Measured: latency runs started right after a heavy write measured p99 of 0.3-1.9 s, a few
+    minutes later 0.11 s. False when the role may not (CHECKPOINT needs a superuser or, from
+    PostgreSQL 15, pg_checkpoint).
+    """
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("CHECKPOINT"))
+    except DBAPIError:
+        return False
+    return True
 
 
 def server_versions(client: redis.Redis, engine: Engine) -> dict[str, str]:
