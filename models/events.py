@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from orderfleet.models.wire import (
     MAX_INT,
+    PLAIN_JSON,
     canonical_json,
     format_decimal,
     format_instant,
@@ -108,15 +109,12 @@ class Envelope(WireModel):
         return _json_ready(self.model_dump(by_alias=True, exclude_none=True))
 
 
-_PLAIN = frozenset({str, int, bool, type(None)})
-
-
 def _json_ready(obj: Any) -> Any:
     kind = type(obj)
     if kind is dict:  # by type first, plain values left as they are: this runs per event sent
-        return {k: v if type(v) in _PLAIN else _json_ready(v) for k, v in obj.items()}
+        return {k: v if type(v) in PLAIN_JSON else _json_ready(v) for k, v in obj.items()}
     if kind is list:
-        return [v if type(v) in _PLAIN else _json_ready(v) for v in obj]
+        return [v if type(v) in PLAIN_JSON else _json_ready(v) for v in obj]
     if isinstance(obj, dict):
         return {k: _json_ready(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -179,7 +179,7 @@ def canonical_json(obj: Any) -> str:
 
 def _canonical(obj: Any) -> Any:
     kind = type(obj)
-    if kind in _CANONICAL:  # plain values first, by type: this runs for every event's hash
+    if kind in PLAIN_JSON:  # plain values first, by type: this runs for every event's hash
         return obj
     if kind is dict:
         return {k if type(k) is str else str(k): _canonical(v) for k, v in obj.items()}
@@ -196,7 +196,7 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
-_CANONICAL = frozenset({str, int, bool, type(None)})
+PLAIN_JSON = frozenset({str, int, bool, type(None)})  # JSON values left as they are
 
 
 def _reject_constant(name: str) -> Any:
@@ -258,4 +258,4 @@ def exact_numbers(obj: Any) -> Any:
     return obj
 
 
-_LEAVES = frozenset({str, int, bool, type(None), Decimal, datetime})
+_LEAVES = PLAIN_JSON | {Decimal, datetime}

@@ -11,11 +11,9 @@ from celery import Celery
 from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerError
 from orderfleet.models import EmittedDecision
-from orderfleet.models.wire import dumps
 from orderfleet.worker.routing import DECISIONS_QUEUE
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.store import decision_payload
-from sqlalchemy import text
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +89,9 @@ def relay(app: Celery, runtime: Runtime, older_than: timedelta, limit: int = 500
 def mark_sent(runtime: Runtime) -> None:
     """Mark the decisions sent since the last commit published, when no commit came to.
 
-    One UPDATE committed on its own: one round trip (no BEGIN and COMMIT around it). Called
-    when a worker is quiet, well before the relay would send them again.
+    A unit of work with nothing else to write: its commit writes the marks (and keeps them
+    for the next try if it fails). Called when a worker is quiet, well before the relay would
+    send them again.
     """
-    sent = runtime.sent.take()
-    if not sent:
-        return
-    try:
-        with runtime.engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.execute(_MARK, {"marked": dumps(sent)})
-    except Exception:
-        runtime.sent.give_back(sent)
-        raise
-
-
-_MARK = text(
-    "UPDATE decision_outbox AS d SET published_at = v.at"
-    " FROM jsonb_to_recordset(CAST(:marked AS jsonb)) AS v(decision_id text, at timestamptz)"
-    " WHERE d.decision_id = v.decision_id"
-)
+    with runtime.unit_of_work() as uow:
+        uow.commit()
