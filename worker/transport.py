@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kombu import transport as kombu_transports
@@ -32,14 +32,19 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from orderfleet.worker.pipeline import dead_letter
-from orderfleet.worker.routing import MAINTENANCE_QUEUE
+from orderfleet.worker.pipeline import dead_letter, dead_letter_all
+from orderfleet.worker.routing import BATCH_TASK, MAINTENANCE_QUEUE
 from orderfleet.worker.runtime import get_runtime
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 TAKEN_KEY = "orderfleet.taken"  # hash: queue -> messages taken (first deliveries)
 RETRY_PAUSE = 1.0  # seconds before a not-a-message item whose dead letter failed is retried
+RECORD_PAUSES = (0.1, 0.2, 0.4, 0.8, 1.6)  # then every 1.6 s: a popped message's record
+RECORD_PATIENCE = 60.0  # seconds a popped message waits for Redis before it is dead-lettered
+BROKER_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 _channels: weakref.WeakSet[Channel] = weakref.WeakSet()
@@ -85,6 +90,38 @@ _FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
 MIN_BRPOP_TIMEOUT = 0.001  # Redis >= 6 takes fractions of a second; 0 would block forever
 
 
+def _record_pauses() -> Iterator[float]:
+    yield from RECORD_PAUSES
+    while True:
+        yield RECORD_PAUSES[-1]
+
+
+def _keep_unrecorded(message: Any, exc: BaseException) -> None:
+    """Dead-letter (replayable) a taken message that Redis never came back to record."""
+    error = f"taken from {message.delivery_info.get('routing_key')} but never recorded: {exc}"
+    queue = message.delivery_info.get("routing_key") or None
+    name, subjects = _subjects_of(message)
+    try:
+        dead_letter_all(get_runtime(), "broker_unreachable", error, subjects, name, queue)
+    except Exception:
+        log.critical("message lost with its broker: %s", message.body, exc_info=True)
+
+
+def _subjects_of(message: Any) -> tuple[str | None, list[Any]]:
+    """The task name and the events of a task message (each its own letter), else the body."""
+    name = (message.headers or {}).get("task")
+    try:
+        args, kwargs, _ = message.decode()
+    except Exception:
+        return name, [bytes_to_str(message.body)]
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    if name == BATCH_TASK and isinstance(kwargs.get("events"), list) and kwargs["events"]:
+        return name, list(kwargs["events"])
+    if set(kwargs) == {"event"} and not args:
+        return name, [kwargs["event"]]
+    return name, [[args, kwargs]]
+
+
 def ack_all(messages: list[Any]) -> None:
     """Acknowledge messages: in one round trip per channel of ours, one by one otherwise."""
     by_channel: dict[int, list[Any]] = {}
@@ -125,8 +162,9 @@ class NotAMessage(ValueError):
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's QoS; a message the fetch script already recorded is not recorded again, and
-    many messages are acknowledged in one round trip."""
+    """kombu's QoS; a message the fetch script already recorded is not recorded again, a
+    popped one is recorded even across a Redis restart, and many messages are acknowledged
+    in one round trip."""
 
     def ack_many(self, delivery_tags: list[Any]) -> None:
         with self.pipe_or_acquire() as pipe:
@@ -142,7 +180,26 @@ class QoS(kombu_redis.QoS):
             recorded.discard(delivery_tag)
             kombu_virtual.QoS.append(self, message, delivery_tag)
             return
-        super().append(message, delivery_tag)
+        self._record_popped(message, delivery_tag)
+
+    def _record_popped(self, message: Any, delivery_tag: Any) -> None:
+        """kombu's unacked record of a message BRPOP took, tried again while Redis is away.
+
+        Until it is recorded this process holds the message's only copy: a Redis that stops
+        right after answering the BRPOP must not take it along. After RECORD_PATIENCE seconds
+        the message goes to the dead letters instead (replayable) and is not delivered.
+        """
+        started = time.monotonic()
+        for pause in _record_pauses():
+            try:
+                super().append(message, delivery_tag)
+                return
+            except BROKER_DOWN as exc:
+                if time.monotonic() - started + pause > RECORD_PATIENCE:
+                    _keep_unrecorded(message, exc)
+                    raise
+                log.warning("a taken message is not recorded yet (%s): again in %g s", exc, pause)
+                time.sleep(pause)
 
 
 class Channel(kombu_redis.Channel):
@@ -151,8 +208,8 @@ class Channel(kombu_redis.Channel):
     While messages are waiting, each is taken with the fetch script (pop + unacked record +
     taken count, one round trip). Only when every queue was found empty, and no batch is in
     hand, does it block in BRPOP until something arrives: the one moment in which a message
-    is popped before it is recorded (a kill in the microseconds before the worker reads the
-    reply loses it).
+    is popped before it is recorded: a kill in the microseconds before the worker reads the
+    reply loses it; a Redis that stops right after replying does not (`QoS._record_popped`).
     """
 
     QoS = QoS
