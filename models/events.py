@@ -38,6 +38,8 @@ def _non_negative(value: Decimal) -> Decimal:
 
 
 def _no_whitespace(value: str) -> str:
+    if value.isprintable() and " " not in value:  # every other whitespace is unprintable
+        return value
     if any(ch.isspace() for ch in value):
         raise ValueError("must not contain whitespace")
     return value

@@ -23,6 +23,10 @@ _RFC3339 = re.compile(
 )
 
 
+_UTC_OFFSETS = frozenset({"Z", "z", "+00:00", "-00:00"})
+_OFFSETS: dict[str, timezone] = {"Z": UTC, "z": UTC, "+00:00": UTC, "-00:00": UTC}
+
+
 class WireError(ValueError):
     """A value broke a wire rule; the message is the rule, e.g. 'must be >= 0'."""
 
@@ -78,9 +82,11 @@ def _exact_decimal(value: Any) -> Decimal:
 def _check_bounds(value: Decimal) -> None:
     """At most MAX_INTEGER_DIGITS before the point and MAX_FRACTION_DIGITS after it."""
     _, digits, exponent = value.as_tuple()
+    exponent = int(exponent)
+    if -MAX_FRACTION_DIGITS <= exponent <= 0 and len(digits) + exponent <= MAX_INTEGER_DIGITS:
+        return  # the usual money text such as 99.99: within both bounds as written
     if not any(digits):
         return
-    exponent = int(exponent)
     trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
     fraction = max(0, -exponent - trailing_zeros)
     integer = max(0, len(digits) + exponent)
@@ -122,7 +128,7 @@ def to_instant(value: Any) -> datetime:
 def _instant_from_match(match: re.Match[str]) -> datetime:
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
-    utc = offset in ("Z", "z")  # the usual case: already UTC, no conversion
+    utc = offset in _UTC_OFFSETS  # the usual case: already UTC, no conversion
     try:
         local = datetime(
             int(year),
@@ -147,8 +153,13 @@ def _to_utc(value: datetime) -> datetime:
 
 
 def _offset(text: str) -> timezone:
-    if text in ("Z", "z"):
-        return UTC
+    known = _OFFSETS.get(text)
+    if known is None:
+        known = _OFFSETS[text] = _parsed_offset(text)  # a few dozen exist: kept
+    return known
+
+
+def _parsed_offset(text: str) -> timezone:
     sign = -1 if text[0] == "-" else 1
     hours, minutes = int(text[1:3]), int(text[4:6])
     if hours > 23 or minutes > 59:
@@ -158,6 +169,8 @@ def _offset(text: str) -> timezone:
 
 def format_instant(value: datetime) -> str:
     """RFC 3339 in UTC with a Z; microseconds only when present."""
+    if value.tzinfo is UTC:  # what to_instant gives: no conversion
+        return value.isoformat()[:-6] + "Z"
     text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
     return text + "Z"
 

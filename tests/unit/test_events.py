@@ -96,7 +96,9 @@ def test_money_beyond_its_bounds_is_rejected(amount, rule):
     assert problems(payment(amount=amount)) == [f"PaymentProcessed.amount: {rule}"]
 
 
-@pytest.mark.parametrize("amount", ["999999999999999999.99999999", "0.10000000000000", "0E-900"])
+@pytest.mark.parametrize(
+    "amount", ["999999999999999999.99999999", "0.10000000000000", "0E-900", "1.000000000", "1E+17"]
+)
 def test_money_at_its_bounds_is_accepted(amount):
     assert parse_event(payment(amount=amount)).amount == Decimal(amount)
 
@@ -179,6 +181,14 @@ def test_timestamp_is_normalised_to_utc():
     assert event.to_wire()["timestamp"] == "2026-01-01T10:00:00Z"
 
 
+@pytest.mark.parametrize("offset", ["Z", "z", "+00:00", "-00:00"])
+def test_zero_offsets_are_utc(offset):
+    event = parse_event(payment(timestamp=f"2026-01-01T10:00:00.25{offset}"))
+    assert event.timestamp == datetime(2026, 1, 1, 10, 0, 0, 250000, tzinfo=UTC)
+    assert event.timestamp.tzinfo is UTC
+    assert event.to_wire()["timestamp"] == "2026-01-01T10:00:00.250000Z"
+
+
 def test_aware_datetime_is_normalised_to_utc():
     local = datetime(2026, 1, 1, 5, 0, tzinfo=timezone(timedelta(hours=-5)))
     event = parse_event(payment(timestamp=local))
@@ -208,7 +218,9 @@ def test_nanosecond_timestamps_format_at_microseconds():
 # ---------------------------------------------------------------- envelope
 
 
-@pytest.mark.parametrize("order_id", ["o 1", "o\t1", "o-1\n", "\u00a0o"])
+@pytest.mark.parametrize(
+    "order_id", ["o 1", "o\t1", "o-1\n", "\u00a0o", "o\u3000", "o\x1f1", "o\u2028"]
+)
 def test_order_id_with_whitespace_is_rejected(order_id):
     assert problems(payment(orderId=order_id)) == [
         "PaymentProcessed.orderId: must not contain whitespace"
