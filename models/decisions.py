@@ -1,4 +1,4 @@
-"""Decisions (DESIGN.md section 4): the pure `decide` and the emission rule."""
+"""Decisions (docs/design.md §3): the pure `decide` and the emission rule."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ class EmittedDecision(BaseModel):
 
 
 def decide(state: OrderState) -> Decision | None:
-    """The decision rules of DESIGN.md section 4, top to bottom."""
+    """The decision rules of docs/design.md §3, top to bottom."""
     payment, inventory, customer = state.payment, state.inventory, state.customer
     if payment is not None and payment.status == "failed":
         return Decision(outcome="rejected", reason="payment_failed")
@@ -122,6 +122,6 @@ def next_decision(
 
 
 def decision_holds(state: OrderState) -> bool:
-    """The section 4 invariant: the last emitted decision equals decide(state)."""
+    """The docs/design.md §3 invariant: the last emitted decision equals decide(state)."""
     last = None if state.decision is None else state.decision.verdict
     return last == verdict_of(decide(state))

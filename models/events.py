@@ -1,4 +1,4 @@
-"""Order events: frozen pydantic models of the wire format (DESIGN.md section 2)."""
+"""Order events: frozen pydantic models of the wire format (docs/design.md §1)."""
 
 from __future__ import annotations
 

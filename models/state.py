@@ -1,4 +1,4 @@
-"""The convergent order state (DESIGN.md section 3): a pure fold over distinct events."""
+"""The convergent order state (docs/design.md §2): a pure fold over distinct events."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class OrderState(BaseModel):
         return [e for e in (getattr(self, name) for name in SECTIONS) if e is not None]
 
     def to_document(self) -> dict[str, Any]:
-        """The JSON-ready Order document (DESIGN.md section 3)."""
+        """The JSON-ready Order document (docs/design.md §2)."""
         doc: dict[str, Any] = {
             "orderId": self.order_id,
             "status": self.status,
@@ -122,7 +122,7 @@ def project(order_id: str, events: Iterable[Event]) -> OrderState:
     """
     distinct: dict[str, Event] = {}
     for event in events:
-        distinct.setdefault(event.event_id, event)  # the first one stays (section 3)
+        distinct.setdefault(event.event_id, event)  # the first one stays (docs/design.md §2)
     state = OrderState(order_id=order_id)
     for event in sorted(distinct.values(), key=lambda e: e.key):
         state = state.apply(event)

@@ -1,4 +1,4 @@
-"""Applying a batch of received messages at once (DESIGN.md section 6, per event, batched).
+"""Applying a batch of received messages at once (docs/design.md §5, per event, batched).
 
 A message is one event (`orderfleet.events.<type>`, keyword argument `event`) or many
 (`orderfleet.events.batch`, keyword argument `events`). Every event is validated, locked,

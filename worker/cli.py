@@ -381,7 +381,7 @@ def order_show(
     order_id: str = typer.Argument(..., help="The orderId."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Show an order's document (DESIGN.md section 3); exit 1 when there is no such order."""
+    """Show an order's document (docs/design.md §2); exit 1 when there is no such order."""
     from orderfleet.worker import ops
 
     document = ops.order_document(checked_runtime().sessions, order_id)

@@ -453,7 +453,8 @@ def _gather(
 
 
 def _verify(sessions: sessionmaker[Session], order_ids: list[str], report: Report) -> None:
-    """DESIGN.md's verify, for this run's orders: each stored state equals its log's projection."""
+    """The verify of docs/design.md §2, for this run's orders: each stored state equals its log's
+    projection."""
     from orderfleet.worker.service import divergence, events_from_log
     from orderfleet.worker.store import EventLog, OrderRepository
 

@@ -41,7 +41,7 @@ class NotFound(LookupError):
 
 
 def order_document(sessions: sessionmaker[Session], order_id: str) -> dict[str, Any] | None:
-    """The Order document of one order (DESIGN.md section 3) with its row version, or None."""
+    """The Order document of one order (docs/design.md §2) with its row version, or None."""
     with sessions() as session:
         row = session.get(OrderRow, order_id)
         return None if row is None else _document(row)

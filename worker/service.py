@@ -1,4 +1,4 @@
-"""The apply pipeline's core (DESIGN.md section 6 step 3): plain functions over a unit of work."""
+"""The apply pipeline's core (docs/design.md §5 step 4): plain functions over a unit of work."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def _event(kind: str, order_id: str, at: float, rng: Random, **payload: Any) -> 
     """A wire event; `timestamp` holds seconds after T0 until _stamp formats it."""
     wire: Wire = {"eventId": _uuid(rng), "eventType": kind, "orderId": order_id, "timestamp": at}
     if rng.random() < 0.1:
-        del wire["eventId"]  # derived from the content, as DESIGN.md section 2 allows
+        del wire["eventId"]  # derived from the content, as docs/design.md §1 allows
     if rng.random() < 0.3:
         wire["correlationId"] = f"checkout-{order_id}"
     return {**wire, **payload}

@@ -212,7 +212,7 @@ def ok(result: Result) -> Result:
 
 
 def assert_document_shape(doc: dict[str, Any]) -> None:
-    """Every key of DESIGN.md section 3; sections with eventId/timestamp; decimal strings."""
+    """Every key of docs/design.md §2; sections with eventId/timestamp; decimal strings."""
     assert set(doc) == DOCUMENT_KEYS
     for key in ("createdAt", "firstEventAt", "lastEventAt"):
         assert doc[key] is None or doc[key].endswith("Z")

@@ -1,4 +1,4 @@
-"""Decisions (DESIGN.md section 4): the rules, the emission stream, deterministic ids."""
+"""Decisions (docs/design.md §3): the rules, the emission stream, deterministic ids."""
 
 import uuid
 

@@ -1,4 +1,4 @@
-"""Events on the wire (DESIGN.md section 2): parsing, normalisation, validation messages."""
+"""Events on the wire (docs/design.md §1): parsing, normalisation, validation messages."""
 
 import json
 import uuid

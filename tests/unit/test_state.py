@@ -1,4 +1,4 @@
-"""The convergent order state (DESIGN.md section 3) and the Order document."""
+"""The convergent order state (docs/design.md §2) and the Order document."""
 
 import subprocess
 import sys
