@@ -63,7 +63,8 @@ METHOD = {
 
 KINDS = ("unbatched", "batched", "bulk")
 FIRST_GUESS = {"unbatched": 0.5, "batched": 1.0, "bulk": 6.0}  # x no-op msg/s: run 1's backlogs
-TARGETS = {"unbatched": 0.8, "batched": 0.8, "bulk": 5.0}
+# Goals hold for default settings (batching on); unbatched is the reference it is measured against.
+TARGETS = {"unbatched": None, "batched": 0.8, "bulk": 5.0}
 BLOCKS = ("baseline", *KINDS, "latency", "producer")
 STORE_BLOCKS = ("store_small", "store_large")
 OTHER_WORK_WARN = 10.0
