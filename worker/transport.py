@@ -50,43 +50,67 @@ BROKER_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 _idle: list[tuple[Callable[[], bool], Callable[[], None]]] = []
 
-# Pop the next message from the first non-empty queue AND record it as unacknowledged (and
-# count a first delivery as taken) in one atomic step: no moment exists in which the message
-# is off its queue but not in `unacked`, so a SIGKILL anywhere loses nothing. An item that is
-# not a message envelope is returned unrecorded, for the worker to dead-letter.
+# Pop up to ARGV[2] messages (at most ARGV[3] bytes), one from each non-empty queue list in
+# turn, AND record each as unacknowledged (and count a first delivery as taken) in one atomic
+# step: no moment exists in which a message is off its queue but not in `unacked`, so a
+# SIGKILL anywhere loses nothing. An item that is not a message envelope ends the fetch and is
+# returned unrecorded, for the worker to dead-letter.
 # KEYS: queue lists..., unacked hash, unacked index, taken hash.
-# ARGV: now, then per queue list the queue name to count as taken ('' = not counted).
+# ARGV: now, most messages, most bytes, then per queue list the queue name to count as taken
+# ('' = not counted).
+# Returns key, item, 'ok' or 'bad', delivery tag ('' when bad) for each item taken, in order,
+# then 'empty' when every queue list was found empty, else 'more'.
 _FETCH = """
 local n = #KEYS - 3
-for i = 1, n do
-  local item = redis.call('RPOP', KEYS[i])
-  if item then
-    local ok, m = pcall(cjson.decode, item)
-    if not (ok and type(m) == 'table' and type(m.properties) == 'table') then
-      return {KEYS[i], item, 'bad'}
+local most, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, taken, size = {}, 0, 0
+local found = true
+while found and taken < most and size < budget do
+  found = false
+  for i = 1, n do
+    local item = redis.call('RPOP', KEYS[i])
+    if item then
+      found = true
+      taken = taken + 1
+      size = size + #item
+      local ok, m = pcall(cjson.decode, item)
+      local props = ok and type(m) == 'table' and m.properties
+      local tag = type(props) == 'table' and props.delivery_tag
+      if type(tag) ~= 'string' and type(tag) ~= 'number' then
+        out[#out + 1] = KEYS[i]; out[#out + 1] = item; out[#out + 1] = 'bad'; out[#out + 1] = ''
+        out[#out + 1] = 'more'
+        return out
+      end
+      local info = props.delivery_info
+      if type(info) ~= 'table' then info = {} end
+      local ex, rk = info.exchange, info.routing_key
+      if type(ex) ~= 'string' then ex = '' end
+      if type(rk) ~= 'string' then rk = '' end
+      local record = '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+      redis.call('HSET', KEYS[n + 1], tag, record)
+      redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
+      local h = m.headers
+      if type(h) ~= 'table' then h = {} end
+      local again = h.redelivered == true or info.redelivered == true
+        or (type(h.retries) == 'number' and h.retries > 0)
+      if ARGV[i + 3] ~= '' and not again then
+        redis.call('HINCRBY', KEYS[n + 3], ARGV[i + 3], 1)
+      end
+      out[#out + 1] = KEYS[i]; out[#out + 1] = item; out[#out + 1] = 'ok'
+      out[#out + 1] = tostring(tag)
+      if taken >= most or size >= budget then
+        out[#out + 1] = 'more'
+        return out
+      end
     end
-    local props = m.properties
-    local tag = props.delivery_tag
-    if type(tag) ~= 'string' and type(tag) ~= 'number' then return {KEYS[i], item, 'bad'} end
-    local info = props.delivery_info
-    if type(info) ~= 'table' then info = {} end
-    local ex, rk = info.exchange, info.routing_key
-    if type(ex) ~= 'string' then ex = '' end
-    if type(rk) ~= 'string' then rk = '' end
-    local record = '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
-    redis.call('HSET', KEYS[n + 1], tag, record)
-    redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
-    local h = m.headers
-    if type(h) ~= 'table' then h = {} end
-    local again = h.redelivered == true or info.redelivered == true
-      or (type(h.retries) == 'number' and h.retries > 0)
-    if ARGV[i + 1] ~= '' and not again then redis.call('HINCRBY', KEYS[n + 3], ARGV[i + 1], 1) end
-    return {KEYS[i], item, 'ok', tostring(tag)}
   end
 end
-return false
+out[#out + 1] = 'empty'
+return out
 """
 _FETCH_SHA = hashlib.sha1(_FETCH.encode()).hexdigest()
+FETCH_MOST = 100  # messages one fetch may take (and the consumer's prefetch allows)
+FETCH_BYTES = 1024 * 1024  # a fetch stops once it holds this much (one full bulk message)
 MIN_BRPOP_TIMEOUT = 0.001  # Redis >= 6 takes fractions of a second; 0 would block forever
 
 
@@ -205,8 +229,8 @@ class QoS(kombu_redis.QoS):
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel that takes messages atomically and survives foreign items.
 
-    While messages are waiting, each is taken with the fetch script (pop + unacked record +
-    taken count, one round trip). Only when every queue was found empty, and no batch is in
+    While messages are waiting, they are taken with the fetch script (pop + unacked record +
+    taken count of up to FETCH_MOST messages, as the prefetch count allows, in one round trip). Only when every queue was found empty, and no batch is in
     hand, does it block in BRPOP until something arrives: the one moment in which a message
     is popped before it is recorded: a kill in the microseconds before the worker reads the
     reply loses it; a Redis that stops right after replying does not (`QoS._record_popped`).
@@ -241,8 +265,14 @@ class Channel(kombu_redis.Channel):
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         script = ("EVALSHA", _FETCH_SHA) if self._script_loaded else ("EVAL", _FETCH)
-        self.client.connection.send_command(*script, len(keys), *keys, time.time(), *counted)
+        bounds = (time.time(), self._fetch_most(), FETCH_BYTES)
+        self.client.connection.send_command(*script, len(keys), *keys, *bounds, *counted)
         self._script_loaded = True  # EVAL cached it on the server
+
+    def _fetch_most(self) -> int:
+        """How many messages the next fetch may take: what the prefetch count still allows."""
+        room = self.qos.can_consume_max_estimate()
+        return FETCH_MOST if room is None else max(1, min(FETCH_MOST, room))
 
     def _fetch_args(self, queues: tuple[str, ...]) -> tuple[list[str], list[str]]:
         """The fetch script's keys and queue names for queues in this order.
@@ -282,13 +312,25 @@ class Channel(kombu_redis.Channel):
                 self._script_loaded = False
                 raise kombu_redis.Empty() from None
             self._in_poll = None  # the reply is in hand: nothing is outstanding from here on
-            self._drained = not reply
-            if not reply:
-                if not (_linger() or 0) > 0:
-                    self._on_idle()
-                raise kombu_redis.Empty()
-            self._take(command, reply)
-            return True
+            if command == "BRPOP":
+                self._drained = not reply
+                if reply:
+                    self._take(command, reply)
+                    return True
+            else:
+                *items, end = reply
+                for at in range(0, len(items), 4):
+                    self._take(command, items[at : at + 4])
+                # Every queue was found empty: apply what is gathered now, no fetch to learn it.
+                self._drained = bytes_to_str(end) == "empty"
+                if items and not self._drained:
+                    return True
+                reply = items
+            if not (_linger() or 0) > 0:
+                self._on_idle()
+            if reply:
+                return True
+            raise kombu_redis.Empty()
         finally:
             self._in_poll = None
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7

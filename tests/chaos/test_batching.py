@@ -80,14 +80,16 @@ def test_sigkill_with_a_full_batch_in_hand_loses_nothing(
 def test_warm_shutdown_puts_a_gathered_batch_back(
     fleets, sessions, client, redis_server_url, key_prefix
 ):
-    # Batches of up to 1,000 messages: the shutdown comes while the first is being gathered.
+    # Batches of up to 1,000 messages that wait a second for more once the queues are empty:
+    # the shutdown comes while the whole backlog is gathered (fetched 100 messages at a time).
     fleet = fleets(
         redis_server_url,
         ORDERFLEET_BATCH_SIZE="1000",
         ORDERFLEET_BATCH_INTERVAL="1",
+        ORDERFLEET_BATCH_LINGER="1",
         ORDERFLEET_LOG_LEVEL="INFO",
     )
-    events, sent = backlog(fleet, 400, seed=22)
+    events, sent = backlog(fleet, 100, seed=22)  # fewer messages than a batch holds
     worker = fleet.start("w0", "worker", "--partitions", "0-7", ready=False)
     wait_for(lambda: len(unacked_of(client, key_prefix, QUEUES)) >= 300, 60, "a batch gathered")
     assert worker.stop(timeout=30) == 0
