@@ -230,10 +230,11 @@ class Channel(kombu_redis.Channel):
     """kombu's Redis channel that takes messages atomically and survives foreign items.
 
     While messages are waiting, they are taken with the fetch script (pop + unacked record +
-    taken count of up to FETCH_MOST messages, as the prefetch count allows, in one round trip). Only when every queue was found empty, and no batch is in
-    hand, does it block in BRPOP until something arrives: the one moment in which a message
-    is popped before it is recorded: a kill in the microseconds before the worker reads the
-    reply loses it; a Redis that stops right after replying does not (`QoS._record_popped`).
+    taken count of up to FETCH_MOST messages, as the prefetch count allows, in one round
+    trip). Only when every queue was found empty, and no batch is in hand, does it block in
+    BRPOP until something arrives: the one moment in which a message is popped before it is
+    recorded: a kill in the microseconds before the worker reads the reply loses it; a Redis
+    that stops right after replying does not (`QoS._record_popped`).
     """
 
     QoS = QoS
