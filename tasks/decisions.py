@@ -14,8 +14,8 @@ from typing import Any
 from orderfleet.models import decision_id_for
 from orderfleet.tasks.base import DurableTask
 from orderfleet.worker.celery_app import app
-from orderfleet.worker.outbox import DECISION_TASKS
 from orderfleet.worker.pipeline import Handled, dead_letter
+from orderfleet.worker.routing import DECISION_TASKS
 from orderfleet.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -84,16 +84,14 @@ def record_decision(
     return Handled("recorded" if first else "duplicate")
 
 
-@app.task(bind=True, base=DecisionTask, name="orderfleet.decisions.order_confirmed")
-def order_confirmed(self: DecisionTask, *args: Any, **kwargs: Any) -> str:
-    return self.record_message(args, kwargs)
+def _decision_task(name: str) -> DecisionTask:
+    """The default consumer of one decision task name of the contract (worker/routing.py)."""
+
+    @app.task(bind=True, base=DecisionTask, name=name)
+    def record(self: DecisionTask, *args: Any, **kwargs: Any) -> str:
+        return self.record_message(args, kwargs)
+
+    return record
 
 
-@app.task(bind=True, base=DecisionTask, name="orderfleet.decisions.order_rejected")
-def order_rejected(self: DecisionTask, *args: Any, **kwargs: Any) -> str:
-    return self.record_message(args, kwargs)
-
-
-@app.task(bind=True, base=DecisionTask, name="orderfleet.decisions.order_on_hold")
-def order_on_hold(self: DecisionTask, *args: Any, **kwargs: Any) -> str:
-    return self.record_message(args, kwargs)
+DECISION_TASK_FOR = {outcome: _decision_task(name) for outcome, name in DECISION_TASKS.items()}

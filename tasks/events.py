@@ -13,7 +13,7 @@ from typing import Any
 from orderfleet.tasks.base import DurableTask
 from orderfleet.worker.batch import Received, apply_batch
 from orderfleet.worker.celery_app import app
-from orderfleet.worker.routing import BATCH_TASK
+from orderfleet.worker.routing import BATCH_TASK, TASK_FOR_TYPE
 from orderfleet.worker.runtime import get_runtime
 
 
@@ -32,35 +32,24 @@ class EventTask(DurableTask):
         return self.retry_or_give_up(runtime, cause, kwargs.get("event", [args, kwargs])).status
 
 
-@app.task(bind=True, base=EventTask, name="orderfleet.events.order_created")
-def order_created(self: EventTask, *args: Any, **kwargs: Any) -> str:
-    return self.apply_message(args, kwargs)
+def _event_task(name: str, doc: str) -> EventTask:
+    """The event task of one task name of the contract (worker/routing.py)."""
+
+    @app.task(bind=True, base=EventTask, name=name)
+    def apply(self: EventTask, *args: Any, **kwargs: Any) -> str:
+        return self.apply_message(args, kwargs)
+
+    apply.__doc__ = doc
+    return apply
 
 
-@app.task(bind=True, base=EventTask, name="orderfleet.events.inventory_reserved")
-def inventory_reserved(self: EventTask, *args: Any, **kwargs: Any) -> str:
-    return self.apply_message(args, kwargs)
-
-
-@app.task(bind=True, base=EventTask, name="orderfleet.events.payment_processed")
-def payment_processed(self: EventTask, *args: Any, **kwargs: Any) -> str:
-    return self.apply_message(args, kwargs)
-
-
-@app.task(bind=True, base=EventTask, name="orderfleet.events.shipping_calculated")
-def shipping_calculated(self: EventTask, *args: Any, **kwargs: Any) -> str:
-    return self.apply_message(args, kwargs)
-
-
-@app.task(bind=True, base=EventTask, name="orderfleet.events.loyalty_points_updated")
-def loyalty_points_updated(self: EventTask, *args: Any, **kwargs: Any) -> str:
-    return self.apply_message(args, kwargs)
-
-
-@app.task(bind=True, base=EventTask, name=BATCH_TASK)
-def batch(self: EventTask, *args: Any, **kwargs: Any) -> str:
-    """A bulk message: keyword argument `events`, 1 to 1,000 events of one partition."""
-    return self.apply_message(args, kwargs)
+EVENT_TASK_FOR = {
+    event_type: _event_task(name, f"A per-event message: keyword argument `event`, {event_type}.")
+    for event_type, name in TASK_FOR_TYPE.items()
+}
+batch = _event_task(
+    BATCH_TASK, "A bulk message: keyword argument `events`, 1 to 1,000 events of one partition."
+)
 
 
 def _status(counts: Counter[str]) -> str:

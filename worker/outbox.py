@@ -11,18 +11,13 @@ from celery import Celery
 from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerError
 from orderfleet.models import EmittedDecision
-from orderfleet.worker.routing import DECISIONS_QUEUE
+from orderfleet.worker.routing import DECISION_TASKS, DECISIONS_QUEUE
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.store import decision_payload
 
 log = logging.getLogger(__name__)
 
 PIPELINE = 1000  # decisions sent per pipelined round trip, at most
-DECISION_TASKS = {
-    "confirmed": "orderfleet.decisions.order_confirmed",
-    "rejected": "orderfleet.decisions.order_rejected",
-    "on_hold": "orderfleet.decisions.order_on_hold",
-}
 
 
 def send_decision(

@@ -21,6 +21,11 @@ BATCH_TASK = "orderfleet.events.batch"  # bulk message: keyword argument `events
 MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 1024 * 1024  # a bulk message's body, at most
 
+DECISION_TASKS = {  # decision outcome -> the task a decision is sent to (decisions queue)
+    "confirmed": "orderfleet.decisions.order_confirmed",
+    "rejected": "orderfleet.decisions.order_rejected",
+    "on_hold": "orderfleet.decisions.order_on_hold",
+}
 TASK_FOR_TYPE = {  # eventType -> the event task that applies it
     "OrderCreated": "orderfleet.events.order_created",
     "InventoryReserved": "orderfleet.events.inventory_reserved",

@@ -65,7 +65,9 @@ def test_dead_letter_raises_retryable_when_its_connection_is_lost(runtime, admin
 
 @pytest.mark.parametrize("kills", [1, 2, 3])
 def test_an_invalid_event_is_dead_lettered_once_with_its_reason(runtime, admin, sessions, kills):
-    from orderfleet.tasks.events import payment_processed
+    from orderfleet.tasks.events import EVENT_TASK_FOR
+
+    payment_processed = EVENT_TASK_FOR["PaymentProcessed"]
 
     killer = ConnectionKiller(runtime.engine, admin, times=kills)
     result = payment_processed.apply(kwargs={"event": INVALID})  # eager: retries run at once

@@ -118,3 +118,16 @@ def test_every_partition_queue_is_declared():
         DECISIONS_QUEUE,
         MAINTENANCE_QUEUE,
     ]
+
+
+def test_the_registered_tasks_are_exactly_the_contracts_task_names():
+    from orderfleet.tasks import decisions, events  # noqa: F401  registers the tasks
+    from orderfleet.worker.celery_app import app
+    from orderfleet.worker.routing import BATCH_TASK, DECISION_TASKS, TASK_FOR_TYPE
+
+    ours = {
+        name
+        for name in app.tasks
+        if name.startswith(("orderfleet.events.", "orderfleet.decisions."))
+    }
+    assert ours == {*TASK_FOR_TYPE.values(), BATCH_TASK, *DECISION_TASKS.values()}
