@@ -104,11 +104,13 @@ class Envelope(WireModel):
     def payload(self) -> dict[str, Any]:
         """The type-specific fields, JSON-ready, camelCase."""
         names = set(type(self).model_fields) - set(Envelope.model_fields)
-        return _json_ready(self.model_dump(include=names, by_alias=True))
+        payload: dict[str, Any] = _json_ready(self.model_dump(include=names, by_alias=True))
+        return payload
 
     def to_wire(self) -> dict[str, Any]:
         """The whole event as a JSON-ready wire object (unknown fields included)."""
-        return _json_ready(self.model_dump(by_alias=True, exclude_none=True))
+        wire: dict[str, Any] = _json_ready(self.model_dump(by_alias=True, exclude_none=True))
+        return wire
 
 
 def _json_ready(obj: Any) -> Any:
