@@ -95,3 +95,6 @@ def _decision_task(name: str) -> DecisionTask:
 
 
 DECISION_TASK_FOR = {outcome: _decision_task(name) for outcome, name in DECISION_TASKS.items()}
+order_confirmed = DECISION_TASK_FOR["confirmed"]
+order_rejected = DECISION_TASK_FOR["rejected"]
+order_on_hold = DECISION_TASK_FOR["on_hold"]

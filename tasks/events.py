@@ -50,6 +50,12 @@ EVENT_TASK_FOR = {
 batch = _event_task(
     BATCH_TASK, "A bulk message: keyword argument `events`, 1 to 1,000 events of one partition."
 )
+# The tasks by name, for Python producers (`order_created.delay(event=...)`).
+order_created = EVENT_TASK_FOR["OrderCreated"]
+inventory_reserved = EVENT_TASK_FOR["InventoryReserved"]
+payment_processed = EVENT_TASK_FOR["PaymentProcessed"]
+shipping_calculated = EVENT_TASK_FOR["ShippingCalculated"]
+loyalty_points_updated = EVENT_TASK_FOR["LoyaltyPointsUpdated"]
 
 
 def _status(counts: Counter[str]) -> str:

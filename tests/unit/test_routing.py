@@ -121,7 +121,7 @@ def test_every_partition_queue_is_declared():
 
 
 def test_the_registered_tasks_are_exactly_the_contracts_task_names():
-    from orderfleet.tasks import decisions, events  # noqa: F401  registers the tasks
+    from orderfleet.tasks import decisions, events
     from orderfleet.worker.celery_app import app
     from orderfleet.worker.routing import BATCH_TASK, DECISION_TASKS, TASK_FOR_TYPE
 
@@ -131,3 +131,5 @@ def test_the_registered_tasks_are_exactly_the_contracts_task_names():
         if name.startswith(("orderfleet.events.", "orderfleet.decisions."))
     }
     assert ours == {*TASK_FOR_TYPE.values(), BATCH_TASK, *DECISION_TASKS.values()}
+    assert events.order_created.name == TASK_FOR_TYPE["OrderCreated"]  # names for Python callers
+    assert decisions.order_on_hold.name == DECISION_TASKS["on_hold"]
