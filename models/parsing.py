@@ -33,7 +33,7 @@ def parse_event(obj: Mapping[str, Any] | str | bytes | Envelope) -> Event:
     data = _as_mapping(obj)
     model = _model_for(data)
     event = _validate(model, data)
-    if event.event_id == _PLACEHOLDER_ID:
+    if "eventId" not in data and "event_id" not in data:  # a producer's "-" is kept as sent
         event = event.model_copy(update={"event_id": derive_event_id(event.to_wire())})
     return event
 

@@ -472,6 +472,10 @@ def test_explicit_event_id_is_kept():
     assert parse_event(payment(eventId="evt-42")).event_id == "evt-42"
 
 
+def test_an_event_id_of_a_dash_is_kept_as_sent():
+    assert parse_event(payment(eventId="-")).event_id == "-"
+
+
 def test_content_of_excludes_the_event_id():
     a = parse_event(payment(eventId="a"))
     b = parse_event(payment(eventId="b"))
