@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from kombu import Connection
+from kombu import transport as kombu_transports
+from orderfleet.worker import embedded, transport
 from orderfleet.worker.runtime import Runtime, reset_runtime
 from orderfleet.worker.settings import load_settings
 
@@ -19,3 +23,24 @@ def runtime(database_url, redis_server_url, key_prefix, sessions) -> Iterator[Ru
     yield runtime
     reset_runtime(None)
     runtime.close()
+
+
+@pytest.fixture
+def redis_dir(tmp_path: Path) -> Iterator[Path]:
+    """A dedicated embedded Redis (with its AOF), for a test that stops or restarts it."""
+    path = tmp_path / "data"
+    embedded.ensure_redis(path)
+    yield path
+    embedded.stop(path)
+
+
+@pytest.fixture
+def worker_connection(redis_dir: Path, monkeypatch) -> Iterator[Connection]:
+    """A broker connection to it through orderfleet's Redis transport, as a worker installs it."""
+    aliases = dict(kombu_transports.TRANSPORT_ALIASES)
+    monkeypatch.setattr(kombu_transports, "TRANSPORT_ALIASES", aliases)
+    monkeypatch.setattr(kombu_transports, "_transport_cache", {})
+    transport.install()
+    with Connection(embedded.broker_url(redis_dir)) as conn:
+        assert isinstance(conn.default_channel, transport.Channel)
+        yield conn

@@ -32,15 +32,6 @@ POLICY = {"max_retries": 40, "interval_start": 0.1, "interval_step": 0.1, "inter
 
 
 @pytest.fixture
-def redis_dir(tmp_path: Path) -> Iterator[Path]:
-    """A dedicated embedded Redis (with its AOF), stopped afterwards."""
-    path = tmp_path / "data"
-    embedded.ensure_redis(path)
-    yield path
-    embedded.stop(path)
-
-
-@pytest.fixture
 def app(redis_dir: Path, monkeypatch) -> Iterator[Celery]:
     """A Celery app configured by celeryconfig for the dedicated Redis."""
     monkeypatch.setenv("ORDERFLEET_BROKER_URL", embedded.broker_url(redis_dir))

@@ -7,37 +7,15 @@ every queue empty says so, so a gathered batch is applied without another round 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from kombu import Connection, Producer
-from kombu import transport as kombu_transports
 from orderfleet.worker import embedded, transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 QUEUE = "orderfleet.p001"
-
-
-@pytest.fixture
-def redis_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
-    embedded.ensure_redis(path)
-    yield path
-    embedded.stop(path)
-
-
-@pytest.fixture
-def connection(redis_dir: Path, monkeypatch) -> Iterator[Connection]:
-    """A broker connection through orderfleet's Redis transport, as a worker installs it."""
-    aliases = dict(kombu_transports.TRANSPORT_ALIASES)
-    monkeypatch.setattr(kombu_transports, "TRANSPORT_ALIASES", aliases)
-    monkeypatch.setattr(kombu_transports, "_transport_cache", {})
-    transport.install()
-    with Connection(embedded.broker_url(redis_dir)) as conn:
-        yield conn
 
 
 def publish(connection: Connection, count: int) -> None:
@@ -47,7 +25,10 @@ def publish(connection: Connection, count: int) -> None:
         producer.publish([[], {"event": {"n": n}}, {}], routing_key=QUEUE, headers=headers)
 
 
-def test_a_fetch_takes_what_the_prefetch_count_allows_and_records_each(connection, redis_dir):
+def test_a_fetch_takes_what_the_prefetch_count_allows_and_records_each(
+    worker_connection, redis_dir
+):
+    connection = worker_connection
     publish(connection, 7)
     channel = connection.default_channel
     channel.basic_qos(0, 5, False)

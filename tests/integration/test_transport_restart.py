@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import redis
 from kombu import Connection, Producer
-from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
 from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker import embedded, transport
@@ -29,15 +28,6 @@ TASK = "orderfleet.events.order_created"
 
 
 @pytest.fixture
-def redis_dir(tmp_path: Path) -> Iterator[Path]:
-    """A dedicated embedded Redis (with its AOF), stopped afterwards."""
-    path = tmp_path / "data"
-    embedded.ensure_redis(path)
-    yield path
-    embedded.stop(path)
-
-
-@pytest.fixture
 def restarts(redis_dir: Path) -> Iterator[list[threading.Timer]]:
     """Timers that start the dedicated Redis again; each done before that Redis is stopped."""
     timers: list[threading.Timer] = []
@@ -45,19 +35,6 @@ def restarts(redis_dir: Path) -> Iterator[list[threading.Timer]]:
     for timer in timers:
         timer.cancel()
         timer.join()
-
-
-@pytest.fixture
-def connection(redis_dir: Path, monkeypatch) -> Iterator[Connection]:
-    """A broker connection through orderfleet's Redis transport, as a worker installs it."""
-    monkeypatch.setattr(
-        kombu_transports, "TRANSPORT_ALIASES", dict(kombu_transports.TRANSPORT_ALIASES)
-    )
-    monkeypatch.setattr(kombu_transports, "_transport_cache", {})
-    transport.install()
-    with Connection(embedded.broker_url(redis_dir)) as conn:
-        assert isinstance(conn.default_channel, transport.Channel)
-        yield conn
 
 
 def send_event(connection: Connection) -> dict:
@@ -96,8 +73,9 @@ def consume_blocking(connection: Connection, taken: list) -> None:
 
 
 def test_a_popped_message_is_recorded_once_redis_is_back(
-    connection, redis_dir, restarts, monkeypatch
+    worker_connection, redis_dir, restarts, monkeypatch
 ):
+    connection = worker_connection
     send_event(connection)
     stop_redis_before_the_record(monkeypatch, redis_dir, restarts, back_after=1.0)
     taken: list = []
@@ -110,8 +88,9 @@ def test_a_popped_message_is_recorded_once_redis_is_back(
 
 
 def test_a_popped_message_goes_to_the_dead_letters_when_redis_stays_away(
-    connection, redis_dir, monkeypatch, runtime, sessions
+    worker_connection, redis_dir, monkeypatch, runtime, sessions
 ):
+    connection = worker_connection
     event = send_event(connection)
     monkeypatch.setattr(transport, "RECORD_PATIENCE", 0.5)
     stop_redis_before_the_record(monkeypatch, redis_dir, [], back_after=None)
