@@ -31,7 +31,7 @@ from kombu.asynchronous.timer import to_timestamp
 from orderfleet.worker import metrics, transport
 from orderfleet.worker.batch import MessageEnd, Received, apply_batch
 from orderfleet.worker.outbox import mark_sent
-from orderfleet.worker.pipeline import dead_letter_all, queue_of
+from orderfleet.worker.pipeline import dead_letter_all, events_of_message, queue_of
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.routing import BATCH_TASK
 from orderfleet.worker.runtime import get_runtime
@@ -285,12 +285,7 @@ def _subjects(request: Any, end: MessageEnd) -> list[Any]:
     """The events given up on (each its own dead letter), or the message as it came."""
     if not end.whole:
         return list(end.retry)
-    kwargs = request.kwargs if isinstance(request.kwargs, dict) else {}
-    if request.name == BATCH_TASK and isinstance(kwargs.get("events"), list) and kwargs["events"]:
-        return list(kwargs["events"])
-    if set(kwargs) == {"event"} and not request.args:
-        return [kwargs["event"]]
-    return [[request.args, request.kwargs]]
+    return events_of_message(request.name, request.args, request.kwargs)
 
 
 def _orders_of(request: Any) -> list[str]:

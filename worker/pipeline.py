@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from orderfleet.models import raw_text
 from orderfleet.worker.locks import LockNotAcquired
-from orderfleet.worker.routing import event_order_id
+from orderfleet.worker.routing import BATCH_TASK, event_order_id
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.store import DeadLetter, VersionConflict
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -113,6 +113,16 @@ def dead_letter_all(
         uow.ledger.count_ends([queue])
         uow.commit()
     log.warning("%d dead letters (%s) from %s: %s", len(raws), reason, task_name, error[:500])
+
+
+def events_of_message(task_name: str | None, args: Any, kwargs: Any) -> list[Any]:
+    """The events a task message carries (each its own dead letter), else the message as it came."""
+    named = kwargs if isinstance(kwargs, dict) else {}
+    if task_name == BATCH_TASK and isinstance(named.get("events"), list) and named["events"]:
+        return list(named["events"])
+    if set(named) == {"event"} and not args:
+        return [named["event"]]
+    return [[args, kwargs]]
 
 
 def letter_for(reason: str, error: str, message: Any, task_name: str | None) -> DeadLetter:

@@ -32,8 +32,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from orderfleet.worker.pipeline import dead_letter, dead_letter_all
-from orderfleet.worker.routing import BATCH_TASK, MAINTENANCE_QUEUE
+from orderfleet.worker.pipeline import dead_letter, dead_letter_all, events_of_message
+from orderfleet.worker.routing import MAINTENANCE_QUEUE
 from orderfleet.worker.runtime import get_runtime
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
@@ -138,12 +138,7 @@ def _subjects_of(message: Any) -> tuple[str | None, list[Any]]:
         args, kwargs, _ = message.decode()
     except Exception:
         return name, [bytes_to_str(message.body)]
-    kwargs = kwargs if isinstance(kwargs, dict) else {}
-    if name == BATCH_TASK and isinstance(kwargs.get("events"), list) and kwargs["events"]:
-        return name, list(kwargs["events"])
-    if set(kwargs) == {"event"} and not args:
-        return name, [kwargs["event"]]
-    return name, [[args, kwargs]]
+    return name, events_of_message(name, args, kwargs)
 
 
 def ack_all(messages: list[Any]) -> None:
