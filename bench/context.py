@@ -9,9 +9,8 @@ from pathlib import Path
 
 import redis
 from orderfleet.worker import routing
-from orderfleet.worker.metrics import fleet_stats
+from orderfleet.worker.metrics import scrape
 from orderfleet.worker.processes import FleetProcess
-from orderfleet.worker.settings import Settings
 from sqlalchemy import Engine
 
 from bench import noop_app
@@ -89,6 +88,6 @@ class Context:
         """A monitor of these workers and, when embedded, of the servers."""
         return ResourceMonitor([w.pid for w in workers], server_pids(self.servers.embedded_dir))
 
-    def stats(self) -> dict[str, int]:
-        """orderfleet's fleet-wide tallies of this run."""
-        return fleet_stats(self.redis, Settings(key_prefix=self.prefix).stats_key)
+    def stats(self, workers: Sequence[FleetProcess]) -> dict[str, int]:
+        """The workers' tallies (applied, duplicate, retry:<cause>, ...) from their metrics."""
+        return scrape(url for url in (w.metrics_url() for w in workers) if url is not None)

@@ -89,16 +89,15 @@ def run_throughput(ctx: Context, drain: Drain) -> dict[str, Any]:
     try:
         with ctx.monitor(workers) as monitor:
             time.sleep(ctx.config.warmup)
-            before, stats_before = monitor.snapshot(), ctx.stats()
+            before, stats_before = monitor.snapshot(), ctx.stats(workers)
             drained = _watch_window(ctx, workers, drain.duration)
-            after, stats_after = monitor.snapshot(), ctx.stats()
+            after, stats_after = monitor.snapshot(), ctx.stats(workers)
             peak = monitor.peak_rss_mb()
     finally:
         ctx.supervisor.stop(workers)
     events = ended(stats_after) - ended(stats_before)
     applied = stats_after.get("applied", 0) - stats_before.get("applied", 0)
     seconds = after.at - before.at
-    final = ctx.stats()
     return {
         "events_per_s": round(events / seconds, 1),
         "applied_events_per_s": round(applied / seconds, 1),
@@ -112,8 +111,8 @@ def run_throughput(ctx: Context, drain: Drain) -> dict[str, Any]:
         **_per_event(usage(before, after, events, ctx.config.workers)),
         "worker_peak_rss_mb": round(peak, 1),
         "waited_for_quiet_s": waited,
-        "conflicts": sum(retries(final).values()),
-        "retries_by_cause": retries(final),
+        "conflicts": sum(retries(stats_after).values()),
+        "retries_by_cause": retries(stats_after),
         "duplicates": _duplicates(ctx),
         "dead_letters": _dead_letters(ctx),
     }
@@ -262,7 +261,7 @@ def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int
             before = monitor.snapshot()
             produced = _publish_at_rate(ctx, rate, duration, name, seed)
             settled = _wait_committed(ctx, workers, produced["distinct"])
-            after, stats = monitor.snapshot(), ctx.stats()
+            after, stats = monitor.snapshot(), ctx.stats(workers)
             peak = monitor.peak_rss_mb()
     finally:
         ctx.supervisor.stop(workers)

@@ -39,8 +39,9 @@ METHOD = {
     "worker is ready until the queue is empty",
     "b": "orderfleet: a backlog pre-enqueued by producer processes (sized from the no-op rate "
     "of run 1 or the previous runs to outlast the window), then `orderfleet worker --index i "
-    "--of N`; events ended (applied + duplicate + dead-lettered, from the fleet tallies) in a "
-    "fixed window starting `warmup` s after every worker is ready. b1: per-event messages, "
+    "--of N`; events ended (applied + duplicate + dead-lettered, summed over the workers' "
+    "Prometheus metrics) in a fixed window starting `warmup` s after every worker is ready. "
+    "b1: per-event messages, "
     "ORDERFLEET_BATCHING=false; b2: per-event messages, batching on (default); b3: bulk "
     "messages (publish_many bulk=True, about 100 events per message), batching on. Ratios: "
     "events/s over the raw no-op msg/s of the same run, median of the runs. Latency is "

@@ -53,7 +53,7 @@ class DurableTask(Task):
                 )
             except Exception as unwritten:  # keep the message until its dead letter is written
                 cause = unwritten.cause if isinstance(unwritten, Retryable) else unwritten
-        metrics.record_retry(runtime.redis, runtime.settings.stats_key, type(cause).__name__)
+        metrics.record_retry(type(cause).__name__)
         countdown = backoff_countdown(retries, runtime.settings)
         try:
             raise self.retry(exc=Retryable(cause), countdown=countdown)

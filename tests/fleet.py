@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from orderfleet.models.tables import DeadLetterRow, EventRow
 from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.metrics import scrape
 from orderfleet.worker.processes import FleetProcess
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -77,6 +78,12 @@ class Fleet:
         process = FleetProcess(name, list(args), self.env, self.log_dir).start()
         self.processes.append(process)
         return process.wait_ready() if ready else process
+
+    def tallies(self) -> dict[str, int]:
+        """The fleet's tallies (applied, duplicate, retry:<cause>, ...) from its live processes'
+        Prometheus metrics."""
+        urls = [p.metrics_url() for p in self.processes if p.alive()]
+        return scrape(url for url in urls if url is not None)
 
     def stop_all(self) -> None:
         for process in self.processes:

@@ -28,6 +28,7 @@ from orderfleet.models.tables import (
     OutboxRow,
 )
 from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.metrics import scrape
 from orderfleet.worker.processes import FleetProcess
 from orderfleet.worker.servers import FLEET as FLEET_SERVERS
 from orderfleet.worker.servers import Embedded, resolve_servers
@@ -107,7 +108,7 @@ def run_demo(orders: int, keep_running: bool) -> int:
         try:
             servers.start(console)
             _start_fleet(servers.data_dir, console, fleet)
-            report = _run(settings, orders, console)
+            report = _run(orders, console, fleet)
             _print_report(console, report)
             leave_running = keep_running
             return 0 if report.ok else 1
@@ -264,9 +265,8 @@ def _print_still_running(
 # --------------------------------------------------------------------------- the run
 
 
-def _run(settings: Settings, orders: int, console: Console) -> Report:
+def _run(orders: int, console: Console, fleet: Sequence[FleetProcess]) -> Report:
     """Publish a workload, wait until every message ended, gather the report."""
-    from orderfleet.worker.metrics import fleet_stats
     from orderfleet.worker.runtime import get_runtime
 
     runtime = get_runtime()
@@ -283,13 +283,13 @@ def _run(settings: Settings, orders: int, console: Console) -> Report:
         f"{len(workload.deliveries):,} messages ({workload.duplicates:,} re-deliveries, "
         f"{len(workload.invalid):,} invalid), shuffled across and within orders"
     )
-    stats_before = fleet_stats(runtime.redis, settings.stats_key)
+    stats_before = _tallies(fleet)
     began = time.monotonic()
     with _progress(console) as progress:
         published = _publish(workload, progress)
         drained, ledger = _drain(runtime.sessions, prefix, len(workload.deliveries), progress)
     seconds = time.monotonic() - began
-    stats_after = fleet_stats(runtime.redis, settings.stats_key)
+    stats_after = _tallies(fleet)
     _wait_for_decisions(runtime.sessions, prefix, console)
     report = Report(
         orders=orders,
@@ -403,8 +403,14 @@ def _decision_counts(sessions: sessionmaker[Session], prefix: str) -> tuple[int,
     return int(emitted or 0), int(delivered or 0)
 
 
+def _tallies(fleet: Sequence[FleetProcess]) -> dict[str, int]:
+    """The fleet's tallies, from its live processes' Prometheus metrics."""
+    urls = [p.metrics_url() for p in fleet if p.alive()]
+    return scrape(url for url in urls if url is not None)
+
+
 def _retries(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """Retries scheduled during the run, by cause (fleet tallies are cumulative)."""
+    """Retries scheduled during the run, by cause (the counters are cumulative)."""
     causes = {k for k in after if k.startswith("retry:")}
     counts = {k.removeprefix("retry:"): after[k] - before.get(k, 0) for k in causes}
     return {cause: n for cause, n in sorted(counts.items()) if n}

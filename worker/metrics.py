@@ -1,12 +1,20 @@
-"""Metrics in one place: Prometheus counters per process, fleet-wide tallies in Redis."""
+"""Metrics in one place: Prometheus counters per process; fleet-wide figures are their sum.
+
+Each fleet process serves its own /metrics (ORDERFLEET_METRICS_PORT; 0 picks a free port). The
+fleet-wide tallies a test, the bench or the demo reads are the sum over its processes' /metrics
+(`scrape`); a process that died takes its counts with it, as Prometheus' own `rate()` expects.
+Fleet-wide figures that must survive crashes come from the database (`orderfleet ledger`).
+"""
 
 from __future__ import annotations
 
 import logging
+import urllib.request
 from collections import Counter as CounterOf
+from collections.abc import Iterable
 
-import redis
 from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger(__name__)
 
@@ -19,33 +27,28 @@ APPLY_SECONDS = Histogram(
     "Seconds a batch of event messages took to end (lock, transaction, publish, acks)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+# Counter -> (label, tally name prefix) of `scrape`'s figures.
+_TALLIED = {
+    "orderfleet_events_total": ("outcome", ""),
+    "orderfleet_dead_letters_total": ("reason", "dead_letter:"),
+    "orderfleet_retries_total": ("cause", "retry:"),
+    "orderfleet_decisions_total": ("outcome", "decision:"),
+}
 
 
-def serve(port: int | None) -> None:
-    """Expose /metrics on `port` when one is configured."""
-    if port:
-        start_http_server(port)
-        log.info("Prometheus metrics on :%d/metrics", port)
+def serve(port: int | None) -> int | None:
+    """Expose /metrics on `port` (0: a free one) when one is configured; the port bound."""
+    if port is None:
+        return None
+    server, _ = start_http_server(port)
+    bound = int(server.server_port)
+    log.info("Prometheus metrics on :%d/metrics", bound)
+    return bound
 
 
-def record_end(
-    client: redis.Redis, stats_key: str, status: str, reason: str | None, seconds: float
-) -> None:
-    """Count one message's end, here and in the fleet tally."""
-    EVENTS.labels(status).inc()
-    APPLY_SECONDS.observe(seconds)
-    fields = [status] + ([f"dead_letter:{reason}"] if reason else [])
-    if reason:
-        DEAD_LETTERS.labels(reason).inc()
-    _tally(client, stats_key, fields)
-
-
-def record_batch(
-    client: redis.Redis, stats_key: str, tally: CounterOf[str], seconds: float
-) -> None:
-    """Count a batch's ends (applied, duplicate, dead_letter:<reason>, retry:<cause>,
-    decision:<outcome>) here and in the fleet tally, in one round trip."""
-    fields: CounterOf[str] = CounterOf()
+def record_batch(tally: CounterOf[str], seconds: float) -> None:
+    """Count a batch's ends: applied, duplicate, dead_letter:<reason>, retry:<cause>,
+    decision:<outcome>."""
     for name, count in tally.items():
         kind, _, detail = name.partition(":")
         if kind in ("applied", "duplicate"):
@@ -53,48 +56,33 @@ def record_batch(
         elif kind == "dead_letter":
             EVENTS.labels("dead_lettered").inc(count)
             DEAD_LETTERS.labels(detail).inc(count)
-            fields["dead_lettered"] += count
         elif kind == "retry":
             RETRIES.labels(detail).inc(count)
         elif kind == "decision":
             DECISIONS.labels(detail).inc(count)
-            continue
-        fields[name] += count
     APPLY_SECONDS.observe(seconds)
-    _tally_counts(client, stats_key, fields)
 
 
-def _tally_counts(client: redis.Redis, stats_key: str, fields: CounterOf[str]) -> None:
-    if not fields:
-        return
-    try:
-        pipe = client.pipeline(transaction=False)
-        for name, count in fields.items():
-            pipe.hincrby(stats_key, name, count)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.warning("fleet tally not updated: %s", exc)
-
-
-def record_retry(client: redis.Redis, stats_key: str, cause: str) -> None:
+def record_retry(cause: str) -> None:
     RETRIES.labels(cause).inc()
-    _tally(client, stats_key, [f"retry:{cause}"])
 
 
-def record_decision(outcome: str) -> None:
-    DECISIONS.labels(outcome).inc()
+def scrape(urls: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
+    """The fleet's tallies summed over these /metrics URLs: applied, duplicate, dead_lettered,
+    dead_letter:<reason>, retry:<cause>, decision:<outcome>."""
+    total: CounterOf[str] = CounterOf()
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            total.update(tallies(response.read().decode()))
+    return dict(total)
 
 
-def _tally(client: redis.Redis, stats_key: str, fields: list[str]) -> None:
-    try:
-        pipe = client.pipeline(transaction=False)
-        for name in fields:
-            pipe.hincrby(stats_key, name, 1)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.warning("fleet tally not updated: %s", exc)
-
-
-def fleet_stats(client: redis.Redis, stats_key: str) -> dict[str, int]:
-    """The fleet-wide tallies: applied, duplicate, dead_lettered, retry:<cause>, ..."""
-    return {k.decode(): int(v) for k, v in client.hgetall(stats_key).items()}
+def tallies(exposition: str) -> CounterOf[str]:
+    """The tallies in one process's /metrics text."""
+    found: CounterOf[str] = CounterOf()
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            label, prefix = _TALLIED.get(sample.name, (None, ""))
+            if label is not None and sample.value:
+                found[prefix + sample.labels[label]] += int(sample.value)
+    return found

@@ -6,6 +6,7 @@ Each runs in a process group of its own and dies with its starter (worker/lifeli
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,7 @@ class FleetProcess:
         self.log_path = log_dir / f"{name}.log"
         self.ready_path = log_dir / f"{name}.ready"
         self.env["ORDERFLEET_READY_FILE"] = str(self.ready_path)
+        self.env.setdefault("ORDERFLEET_METRICS_PORT", "0")  # a free port, in the ready file
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> FleetProcess:
@@ -68,6 +70,14 @@ class FleetProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics_url(self) -> str | None:
+        """Where this process serves /metrics, as its ready file says (None: nowhere yet)."""
+        try:
+            port = json.loads(self.ready_path.read_text()).get("metrics_port")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return f"http://127.0.0.1:{port}/metrics" if port else None
 
     def wait_ready(self, timeout: float = 60.0) -> FleetProcess:
         """Block until the process touches its ready file; raise with its log otherwise."""

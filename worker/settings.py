@@ -55,10 +55,6 @@ class Settings:
         return self.batch_size if self.batching else 1
 
     @property
-    def stats_key(self) -> str:
-        return f"{self.key_prefix}stats"
-
-    @property
     def largest_retry_countdown(self) -> float:
         """The longest countdown a retry can get (full jitter draws from 0 up to this)."""
         return min(self.retry_backoff_max, self.retry_backoff_base * 2**self.max_retries)

@@ -9,6 +9,7 @@ bootsteps, so a plain `celery -A orderfleet.worker worker` runs the same checks 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import sys
@@ -24,6 +25,8 @@ from orderfleet.worker.retries import check_visibility
 from orderfleet.worker.runtime import get_runtime, reset_runtime
 from orderfleet.worker.servers import FLEET, Embedded, locks_url_of_broker, resolve_servers
 from orderfleet.worker.settings import Settings, SettingsError, redact
+
+_served: dict[str, int | None] = {"metrics_port": None}  # what the ready file announces
 
 
 class StartupCheck(bootsteps.Step):
@@ -43,7 +46,7 @@ class StartupCheck(bootsteps.Step):
         except (SettingsError, SchemaBehind) as exc:
             print(f"orderfleet: {redact(str(exc))}", file=sys.stderr, flush=True)
             raise SystemExit(2) from exc
-        metrics.serve(runtime.settings.metrics_port)
+        _served["metrics_port"] = metrics.serve(runtime.settings.metrics_port)
         super().__init__(parent, **kwargs)
 
 
@@ -100,7 +103,10 @@ def _freeze_startup_objects(**_: object) -> None:
 @signals.worker_ready.connect
 @signals.beat_init.connect
 def _announce_ready(**_: object) -> None:
-    """Touch ORDERFLEET_READY_FILE so a supervisor knows this process is up."""
+    """Write ORDERFLEET_READY_FILE so a supervisor knows this process is up, and where its
+    /metrics are (a port of 0 picked a free one)."""
     path = get_runtime().settings.ready_file
     if path is not None:
-        path.write_text(str(os.getpid()))
+        written = path.with_name(f"{path.name}.{os.getpid()}")
+        written.write_text(json.dumps({"pid": os.getpid(), **_served}))
+        written.replace(path)  # whole or absent: a supervisor may read it at once

@@ -22,7 +22,6 @@ import redis
 from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker import embedded
 from orderfleet.worker.lifeline import guarded_popen
-from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import queue_name
 from sqlalchemy import create_engine, func, select, text
 
@@ -177,9 +176,9 @@ def check(fleet: Fleet, *outs: Path) -> str:
     return last
 
 
-def retries(client: redis.Redis, fleet: Fleet) -> dict[str, int]:
-    """The fleet's retries so far, by cause."""
-    stats = fleet_stats(client, fleet.env["ORDERFLEET_KEY_PREFIX"] + "stats")
+def retries(fleet: Fleet) -> dict[str, int]:
+    """The retries of the fleet's live workers so far, by cause."""
+    stats = fleet.tallies()
     return {k.removeprefix("retry:"): v for k, v in sorted(stats.items()) if k.startswith("retry:")}
 
 
@@ -229,7 +228,7 @@ def test_sigkilled_worker_recovers_within_the_visibility_timeout(
         f"\nchaos sigkill: {sent.valid + sent.invalid} messages, {logged} distinct events, "
         f"{deliveries - sent.valid} extra deliveries; message in hand re-delivered "
         f"{recovery:.1f} s after the kill (visibility {VISIBILITY:g} s), drained "
-        f"{drained:.1f} s after it; retries {retries(client, fleet)}; {last}"
+        f"{drained:.1f} s after it; retries {retries(fleet)}; {last}"
     )
     assert VISIBILITY - 1 <= recovery <= VISIBILITY + 10
     client.close()
@@ -275,7 +274,7 @@ def test_workers_and_producers_reconnect_after_a_redis_restart(
         f"applying again {resumed:.1f} s after it came back, drained {drained:.1f} s after; "
         f"{sent.publish_retries} producer re-sends, workers lost the broker {lost} times "
         f"with {unacked} committed messages unacknowledged; "
-        f"retries {retries(client, fleet)}; {last}"
+        f"retries {retries(fleet)}; {last}"
     )
     assert sent.publish_retries > 0
     client.close()
@@ -323,7 +322,7 @@ def test_workers_retry_when_their_database_connections_are_killed(
     logged, deliveries, _ = assert_exact(sessions, sent, extra_deliveries=terminated)
     last = check(fleet, run.out)
     assert all(w.alive() for w in workers)
-    retried = retries(client, fleet)
+    retried = retries(fleet)
     print(
         f"\nchaos pg-terminate: {sent.valid + sent.invalid} messages, {logged} distinct "
         f"events, {deliveries - sent.valid} extra deliveries; {terminated} backends terminated "
@@ -347,13 +346,13 @@ def test_two_workers_on_the_same_partitions_under_traffic(
     settle(sessions, client, key_prefix, sent)
     logged, deliveries, letters = assert_exact(sessions, sent)
     last = check(fleet, run.out)
-    stats = fleet_stats(client, fleet.env["ORDERFLEET_KEY_PREFIX"] + "stats")
+    stats = fleet.tallies()
     assert (stats["applied"], stats["duplicate"]) == (logged, deliveries - logged)
-    assert stats["dead_lettered"] == letters
+    assert stats.get("dead_lettered", 0) == letters
     assert all(w.alive() for w in workers)
     print(
         f"\nchaos shared-partitions: {sent.valid + sent.invalid} messages, {logged} distinct "
-        f"events, 2 workers on partitions 0-7; retries {retries(client, fleet)}; {last}"
+        f"events, 2 workers on partitions 0-7; retries {retries(fleet)}; {last}"
     )
     client.close()
 
@@ -381,7 +380,7 @@ def test_a_lock_lease_shorter_than_an_apply_leaves_the_version_fence_to_do_the_w
         runs += round_
         sent = Sent.of([run.finish() for run in runs])
         settle(sessions, client, key_prefix, sent)
-        retried = retries(client, fleet)
+        retried = retries(fleet)
         if retried.get("VersionConflict", 0) > 0:
             break
     logged, _, _ = assert_exact(sessions, sent)

@@ -30,7 +30,6 @@ from orderfleet.models.tables import (
     OutboxRow,
 )
 from orderfleet.worker import embedded
-from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.settings import load_settings
@@ -250,7 +249,7 @@ def test_a_database_refusing_connections_loses_no_event_and_no_decision(
             raise AssertionError(f"{exc}: {ledger(sessions)} != {expected}\n{tails}") from None
         wait_for(lambda: undelivered_decisions(sessions) == 0, 60, "every decision delivered")
         assert_converged(sessions, events)
-        retried = fleet_stats(redis.Redis.from_url(redis_server_url), f"{key_prefix}stats")
+        retried = fleet.tallies()
         print(
             f"\nrefused connections for 4 s: {len(sent)} messages, {ended} sessions ended, "
             f"{during} deliveries committed meanwhile (from {before}), retries {retried}, 0 lost"
@@ -575,9 +574,7 @@ def test_database_and_redis_faults_under_traffic_lose_nothing(
         accounts = run_orderfleet("ledger", "--json", env=fleet.env)
         assert accounts.returncode == 0, accounts.stderr
         rows = json.loads(accounts.stdout)
-        locks = redis.Redis.from_url(locks_url)
-        retried = fleet_stats(locks, f"{key_prefix}stats")
-        locks.close()
+        retried = fleet.tallies()
         print(
             f"\nchaos db+redis faults: {sent.valid + sent.invalid} messages, {logged} distinct, "
             f"{deliveries - sent.valid} extra deliveries; 0 undelivered decisions; "

@@ -11,7 +11,6 @@ import pytest
 import redis
 from orderfleet.models import decision_id_for, parse_event
 from orderfleet.models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OutboxRow
-from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import partition_for, queue_name
 from sqlalchemy import func, select
 
@@ -93,12 +92,9 @@ def test_a_locked_order_is_retried_until_the_lock_is_free(fleet, sessions, redis
         ).returncode
         == 0
     )
-    stats_key = fleet.env["ORDERFLEET_KEY_PREFIX"] + "stats"
-    wait_for(
-        lambda: fleet_stats(client, stats_key).get("retry:LockNotAcquired", 0) >= 2, 30, "retries"
-    )
+    wait_for(lambda: fleet.tallies().get("retry:LockNotAcquired", 0) >= 2, 30, "retries")
     holder.release()
-    wait_for(lambda: fleet_stats(client, stats_key).get("applied") == 1, 30, "the apply")
+    wait_for(lambda: fleet.tallies().get("applied") == 1, 30, "the apply")
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(EventRow)) == 1
 
