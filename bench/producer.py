@@ -27,6 +27,7 @@ from typing import Any
 from bench.traffic import traffic
 
 BATCH = 1000
+TICK = 0.002  # seconds: the paced producer's shortest pause between publish calls
 Publish = Callable[[list[dict[str, Any]]], int]
 
 
@@ -46,19 +47,21 @@ def publish_backlog(
 def publish_at_rate(
     events: list[dict[str, Any]], rate: float, publish: Publish, deadline: float
 ) -> tuple[dict[str, float], int, int]:
-    """Publish event k at start + k/rate (catching up in one batch when late), until deadline."""
+    """Publish event k at start + k/rate, until deadline: what is due, in one call per tick of at
+    least TICK seconds, as a busy service publishes. A call costs about 230 us besides its
+    events: calls of 1.6 events on average took the producer to 260 us per event, a core at
+    3,500 events/s, taken from the fleet it measures."""
     stamps: dict[str, float] = {}
     start = time.monotonic()
     sent = messages = 0
     while sent < len(events) and time.monotonic() - start < deadline:
         due = min(len(events), math.floor((time.monotonic() - start) * rate) + 1)
-        if due <= sent:
-            time.sleep(min(0.05, max(0.0, start + sent / rate - time.monotonic())))
-            continue
-        batch = events[sent:due]
-        _stamp(stamps, batch, time.time())
-        messages += publish(batch)
-        sent = due
+        if due > sent:
+            batch = events[sent:due]
+            _stamp(stamps, batch, time.time())
+            messages += publish(batch)
+            sent = due
+        time.sleep(min(0.05, max(TICK, start + sent / rate - time.monotonic())))
     return stamps, sent, messages
 
 

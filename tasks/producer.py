@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,12 +100,14 @@ def publish_many(
 
 
 _agreed: set[tuple[str, str, int]] = set()
+_no_fleet_until: dict[tuple[str, str, int], float] = {}  # no count recorded: ask again later
+NO_FLEET_RECHECK = 5.0  # seconds (a connection per publish cost a third of a paced producer)
 
 
 def _check_partition_count(settings: Settings, redis_url: str | None) -> None:
     """Refuse a P other than the fleet's (worker/partition_count.py); once per process."""
     key = (redis_url or "", settings.broker_prefix, settings.partitions)
-    if redis_url is None or key in _agreed:
+    if redis_url is None or key in _agreed or time.monotonic() < _no_fleet_until.get(key, 0):
         return
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
@@ -115,26 +118,41 @@ def _check_partition_count(settings: Settings, redis_url: str | None) -> None:
     finally:
         client.close()
     check_agreement(settings, recorded)
-    if recorded is not None:  # no fleet yet: ask again next time
+    if recorded is None:  # no fleet yet
+        _no_fleet_until[key] = time.monotonic() + NO_FLEET_RECHECK
+    else:
         _agreed.add(key)
 
 
 def _send_all(app: Celery, parsed: list[Event], partitions: int) -> list[PublishReceipt]:
     routed = [(event, partition_for(event.order_id, partitions)) for event in parsed]
-    with app.producer_or_acquire() as producer, _batch(producer):
+    with _sending(app, len(routed)) as producer:
         _declare(app, producer, {partition for _, partition in routed})
         return [_send(app, producer, event, partition) for event, partition in routed]
 
 
+@contextmanager
+def _sending(app: Celery, messages: int) -> Iterator[Any]:
+    """A producer for one call's messages, pipelined when there are several. A lost connection
+    raises OperationalError for the call's retry policy (the one policy: Celery's own
+    per-message retry is off)."""
+    with app.producer_or_acquire() as producer:
+        try:
+            with _batch(producer, messages):
+                yield producer
+        except producer.connection.connection_errors as exc:
+            raise OperationalError(str(exc)) from exc
+
+
 def _declare(app: Celery, producer: Any, partitions: Iterable[int]) -> None:
-    """Declare each partition queue once per call, not once per message as send_task would
-    (kombu binds a copy of the queue before its per-connection cache answers: a fifth of a
-    per-event publish, measured with py-spy). A lost connection is retried like a failed send."""
-    try:
-        for partition in sorted(partitions):
-            producer.maybe_declare(app.amqp.queues[queue_name(partition)])
-    except producer.connection.connection_errors as exc:
-        raise OperationalError(f"declaring the partition queues: {exc}") from exc
+    """Declare each partition queue once per connection, not once per message as send_task
+    would: kombu binds a copy of the queue before its per-connection cache answers (a fifth of
+    a per-event publish in py-spy), so the cache is asked first."""
+    declared = producer.connection.declared_entities  # kombu clears it on a reconnect
+    for partition in sorted(partitions):
+        queue = app.amqp.queues[queue_name(partition)]
+        if hash(queue) not in declared:
+            producer.maybe_declare(queue)
 
 
 def _send(app: Celery, producer: Any, event: Event, partition: int) -> PublishReceipt:
@@ -148,6 +166,7 @@ def _send(app: Celery, producer: Any, event: Event, partition: int) -> PublishRe
         routing_key=queue,
         producer=producer,
         declare=[],  # declared by _declare
+        retry=False,  # retried by publish_many's policy
         argsrepr="()",
         kwargsrepr=repr({"event": shown}),  # what Flower lists; Celery's repr is costly
     )
@@ -162,7 +181,7 @@ def _send_bulk(app: Celery, parsed: list[Event], partitions: int) -> list[Publis
     for event in parsed:
         by_queue.setdefault(partition_for(event.order_id, partitions), []).append(event)
     receipts: dict[str, PublishReceipt] = {}
-    with app.producer_or_acquire() as producer, _batch(producer):
+    with _sending(app, len(parsed)) as producer:
         _declare(app, producer, by_queue)
         for partition, events in by_queue.items():
             for chunk, wires in _chunks(events):
@@ -206,6 +225,7 @@ def _send_chunk(
         routing_key=queue,
         producer=producer,
         declare=[],  # declared by _declare
+        retry=False,  # retried by publish_many's policy
         argsrepr="()",
         kwargsrepr=f"{{'events': {len(wires)}, 'orders': {len({e.order_id for e in chunk})}}}",
     )
@@ -219,7 +239,8 @@ def _ids(event: Event) -> tuple[str, str, str]:
     return event.event_id, event.order_id, event.event_type
 
 
-def _batch(producer: Any) -> AbstractContextManager[Any]:
-    """kombu's pipelined publish batch where the transport has one."""
+def _batch(producer: Any, messages: int) -> AbstractContextManager[Any]:
+    """kombu's pipelined publish batch where the transport has one and there is more than one
+    message (a batch of one costs a Redis client of its own and pipelines nothing)."""
     batch = getattr(producer, "batch", None)
-    return batch(max_size=BATCH_SIZE) if batch is not None else nullcontext()
+    return batch(max_size=BATCH_SIZE) if batch is not None and messages > 1 else nullcontext()

@@ -111,3 +111,23 @@ def test_without_a_broker_publish_many_still_fails_after_its_retries(app, redis_
         publish_many(events, app=app, retry_policy=policy, on_retry=lambda e, n: retries.append(n))
     assert "redis.sock" in str(failed.value)
     assert retries == [1, 2]
+
+
+def test_a_single_event_publish_waits_out_a_redis_restart_under_the_same_policy(app, redis_dir):
+    events = generate(2, seed=4, duplicate_rate=0, invalid_rate=0).distinct
+    publish_many(events[:1], app=app, bulk=False)  # a pooled connection the restart will break
+    assert embedded.stop_redis(redis_dir)
+    restart = threading.Timer(1.5, embedded.ensure_redis, args=(redis_dir,))
+    restart.start()
+    retries: list[int] = []
+    receipts = publish_many(
+        events[1:2],
+        app=app,
+        bulk=False,
+        retry_policy=POLICY,
+        on_retry=lambda e, n: retries.append(n),
+    )
+    restart.join()
+    assert len(receipts) == 1
+    assert retries and retries == list(range(1, len(retries) + 1))
+    assert queued(redis_dir) >= 2
