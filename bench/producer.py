@@ -5,7 +5,8 @@ as JSON to --out, t being the wall-clock time (time.time()) just before the publ
 
   backlog  every --shard-th of --messages events, as fast as possible, --chunk events per
            publish_many call (bulk messages with --bulk, else one message per event);
-  rate     --rate events/s for --duration seconds (open loop: late sends are not skipped).
+  rate     --rate events/s for --duration seconds (open loop: late sends are not skipped),
+           what is due published in one call per tick of at least 2 ms.
 
 A third, `speed`, publishes --messages events once and writes {"events", "messages",
 "seconds"}: with publish_many (bulk or per event), or (--raw) as a pipelined send_task loop over

@@ -48,7 +48,8 @@ METHOD = {
     "publish (producer wall clock) -> order_events.received_at of events committed in the "
     "window, so it includes the wait in the backlog",
     "c": "orderfleet, batching on: one producer process publishes per-event messages at "
-    "`load` x the same run's b2 rate (open loop) into running workers; publish -> "
+    "`load` x the same run's b2 rate (open loop, what is due once per 2 ms tick) into running "
+    "workers; publish -> "
     "order_events.received_at per event, the first `latency_warmup` s left out",
     "d": "one producer process per mode publishes `producer_events` events of the same traffic "
     "into a prefix no worker consumes: publish_many bulk=True in one call, publish_many "
