@@ -31,7 +31,7 @@ from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from orderfleet.worker.exact_json import loads_envelope
 from orderfleet.worker.pipeline import dead_letter, dead_letter_all, events_of_message
 from orderfleet.worker.routing import MAINTENANCE_QUEUE
 from orderfleet.worker.runtime import get_runtime
@@ -365,7 +365,7 @@ class Channel(kombu_redis.Channel):
     def _envelope(self, item: bytes | str) -> dict[str, Any]:
         """The parsed envelope, or NotAMessage saying what is wrong with it."""
         try:
-            payload = loads(bytes_to_str(item))
+            payload = loads_envelope(bytes_to_str(item))
         except Exception as exc:
             raise NotAMessage(f"not JSON: {exc}") from None
         if not isinstance(payload, dict):
