@@ -1,7 +1,5 @@
 """`python -m bench`: run the benchmarks (see bench/cli.py for the options)."""
 
-import sys
-
 from bench.cli import main
 
-sys.exit(main())
+main()
