@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,7 +61,7 @@ def require_local_database(url: str) -> None:
 
 def resolve(data_dir: Path) -> Servers:
     """ORDERFLEET_* URLs where set, else embedded servers under data_dir (started now)."""
-    settings = replace(load_settings(), data_dir=data_dir)
+    settings = load_settings().model_copy(update={"data_dir": data_dir})
     found = resolve_servers(settings, FLEET, Embedded.START)
     if found.broker_url is None or found.redis_url is None or found.database_url is None:
         raise BenchError("the bench needs a broker, a lock Redis and a PostgreSQL server")

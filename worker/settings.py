@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import PydanticBaseSettingsSource
+
+ENV_PREFIX = "ORDERFLEET_"
 
 
 class SettingsError(ValueError):
     """A setting has a value orderfleet cannot run with; the message names it."""
 
 
-@dataclass(frozen=True)
-class Settings:
+def _switch(value: object) -> object:
+    """A boolean from one of the spellings the error message lists; other types as they are."""
+    if not isinstance(value, str):
+        return value
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise PydanticCustomError("switch", "must be true or false (1/0, yes/no, on/off)")
+
+
+_Switch = Annotated[bool, BeforeValidator(_switch)]
+
+
+class Settings(BaseSettings):
     """Every knob of orderfleet; `None` URLs mean the embedded servers."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
     broker_url: str | None = None
     redis_url: str | None = None
@@ -38,12 +62,24 @@ class Settings:
     flower_port: int = 5555
     metrics_port: int | None = None
     log_level: str = "INFO"
-    task_events: bool = True
-    batching: bool = True
+    task_events: _Switch = True
+    batching: _Switch = True
     batch_size: int = 500
     batch_interval: float = 0.05
     batch_linger: float = 0.0
     ready_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values given: `load_settings` alone reads the environment."""
+        return (init_settings,)
 
     @property
     def lock_prefix(self) -> str:
@@ -60,20 +96,50 @@ class Settings:
         return min(self.retry_backoff_max, self.retry_backoff_base * 2**self.max_retries)
 
 
-_ENV = {f.name: f"ORDERFLEET_{f.name.upper()}" for f in fields(Settings)}
+class _VariablesSource(EnvSettingsSource):
+    """Settings' environment source reading a given mapping instead of os.environ."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        """The mapping, named as the source looks variables up (in lower case)."""
+        return {name.lower(): value for name, value in self._env.items()}
+
+
+_ENV = {name: f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+
+_REASONS = {"int_parsing": "must be an integer", "float_parsing": "must be a number"}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from ORDERFLEET_* variables; unset ones keep their defaults."""
+    """Settings from ORDERFLEET_* variables; unset or empty ones keep their defaults."""
     env = os.environ if env is None else env
-    values = {}
-    for field in fields(Settings):
-        raw = env.get(_ENV[field.name])
-        if raw is not None and raw != "":
-            values[field.name] = _convert(field.name, field.type, raw)
-    settings = Settings(**values)
+    return _settings_of(tuple((k, v) for k, v in env.items() if _is_variable(k) and v))
+
+
+def _is_variable(name: str) -> bool:
+    """Whether a name is one of ours: ORDERFLEET_ and upper case, as documented."""
+    return name.startswith(ENV_PREFIX) and name.isupper()
+
+
+@functools.lru_cache(maxsize=64)
+def _settings_of(variables: tuple[tuple[str, str], ...]) -> Settings:
+    """Settings of these variables, cached: a producer reads them on every publish."""
+    values = _VariablesSource(dict(variables))()
+    try:
+        settings = Settings(**values)
+    except ValidationError as invalid:
+        raise SettingsError(_message(invalid.errors()[0])) from None
     _check_batching(settings)
     return settings
+
+
+def _message(error: ErrorDetails) -> str:
+    """The first refused value, as `ORDERFLEET_NAME='value': must be ...`."""
+    reason = _REASONS.get(error["type"], error["msg"])
+    return f"{_ENV[str(error['loc'][0])]}={error['input']!r}: {reason}"
 
 
 def _check_batching(settings: Settings) -> None:
@@ -88,32 +154,6 @@ def _check_batching(settings: Settings) -> None:
             f"{_ENV['batch_linger']}={settings.batch_linger}: must be 0 to "
             f"{_ENV['batch_interval']} ({settings.batch_interval})"
         )
-
-
-def _convert(name: str, kind: object, raw: str) -> object:
-    text = str(kind)
-    if text == "bool":
-        return _boolean(name, raw)
-    try:
-        if "Path" in text:
-            return Path(raw)
-        if "int" in text:
-            return int(raw)
-        if "float" in text:
-            return float(raw)
-    except ValueError:
-        kind_name = "an integer" if "int" in text else "a number"
-        raise SettingsError(f"{_ENV[name]}={raw!r}: must be {kind_name}") from None
-    return raw
-
-
-def _boolean(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{_ENV[name]}={raw!r}: must be true or false (1/0, yes/no, on/off)")
 
 
 _CREDENTIALS = re.compile(r"([a-zA-Z][\w+.-]*://[^/:@\s]*:)[^/\s]*@")

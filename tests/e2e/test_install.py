@@ -300,7 +300,7 @@ def test_base_install_holds_no_worker_or_embedded_dependency(venv_python: Path) 
     )
     installed = {entry["name"].lower().replace("_", "-") for entry in listed}
     assert "orderfleet" in installed
-    assert {"celery", "kombu", "redis", "pydantic"} <= installed
+    assert {"celery", "kombu", "redis", "pydantic", "pydantic-settings"} <= installed
     assert installed & EXTRA_DISTRIBUTIONS == set()
 
 
