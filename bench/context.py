@@ -9,8 +9,8 @@ from pathlib import Path
 
 import redis
 from orderfleet.worker import routing
+from orderfleet.worker.dev.processes import FleetProcess
 from orderfleet.worker.metrics import fleet_stats
-from orderfleet.worker.processes import FleetProcess
 from orderfleet.worker.settings import Settings
 from sqlalchemy import Engine
 

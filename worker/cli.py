@@ -17,8 +17,8 @@ from orderfleet.worker.settings import Settings, SettingsError, load_settings, r
 if TYPE_CHECKING:
     import redis
     from celery import Celery
+    from orderfleet.worker.dev.simulate import SimulationReport
     from orderfleet.worker.runtime import Runtime
-    from orderfleet.worker.simulate import SimulationReport
     from rich.table import Table
 
 cli = typer.Typer(
@@ -177,7 +177,7 @@ def demo(
     keep_running: bool = typer.Option(False, help="Leave the fleet running afterwards."),
 ) -> None:
     """Run the fleet on embedded servers with simulated out-of-order traffic, then summarise."""
-    from orderfleet.worker.demo import run_demo
+    from orderfleet.worker.dev.demo import run_demo
 
     raise typer.Exit(run_demo(orders=orders, keep_running=keep_running))
 
@@ -207,7 +207,7 @@ def simulate(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Publish a seeded, out-of-order, duplicated workload at a bounded rate; exit 1 on errors."""
-    from orderfleet.worker.simulate import SimulateOptions, run_simulation
+    from orderfleet.worker.dev.simulate import SimulateOptions, run_simulation
 
     options = SimulateOptions(
         orders, rate, producers, duplicate_rate, invalid_rate, late_rate, late_delay, seed, prefix
@@ -250,7 +250,7 @@ def check(
     path: Path = typer.Argument(..., help="JSON Lines of published events (simulate --out)."),
 ) -> None:
     """Compare every order of FILE in the store with its published events; exit 1 if any differ."""
-    from orderfleet.worker.check import BadEventFile, check_orders, load_events
+    from orderfleet.worker.dev.check import BadEventFile, check_orders, load_events
 
     try:
         published = load_events(path)
@@ -276,7 +276,7 @@ def check(
 @cli.command()
 def stop() -> None:
     """Stop the embedded Redis and PostgreSQL of this data directory."""
-    from orderfleet.worker import embedded
+    from orderfleet.worker.dev import embedded
 
     stopped = embedded.stop(load_settings().data_dir)
     typer.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
