@@ -309,10 +309,10 @@ def checked_runtime(needs: Collection[str] = (DATABASE,)) -> Runtime:
 def broker_client(settings: Settings) -> Iterator[redis.Redis]:
     """A redis-py client on the Redis broker; a bad URL or a lost broker ends the command."""
     import redis
-    from orderfleet.worker import ops
+    from orderfleet.worker import broker_queues
 
     try:
-        client = redis.Redis.from_url(ops.broker_redis_url(settings), socket_timeout=5)
+        client = redis.Redis.from_url(broker_queues.broker_redis_url(settings), socket_timeout=5)
     except ValueError as exc:
         fail(str(exc))
     try:
@@ -382,9 +382,9 @@ def order_show(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Show an order's document (docs/design.md §2); exit 1 when there is no such order."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import order_queries
 
-    document = ops.order_document(checked_runtime().sessions, order_id)
+    document = order_queries.order_document(checked_runtime().sessions, order_id)
     if document is None:
         fail(f"order {order_id!r} not found", 1)
     if json_output:
@@ -417,11 +417,12 @@ def orders_list(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List orders in id order, by status and/or stalled."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import order_queries
 
     runtime = checked_runtime()
-    cutoff = ops.stalled_cutoff(runtime.settings, runtime.now()) if stalled else None
-    rows = ops.list_orders(runtime.sessions, status.value if status else None, cutoff, limit)
+    cutoff = order_queries.stalled_cutoff(runtime.settings, runtime.now()) if stalled else None
+    wanted = status.value if status else None
+    rows = order_queries.list_orders(runtime.sessions, wanted, cutoff, limit)
     if json_output:
         print_json(rows)
         return
@@ -438,9 +439,9 @@ def orders_export(
 ) -> None:
     """Print every order document as JSON Lines, streamed a page at a time."""
     from orderfleet.models.wire import dumps
-    from orderfleet.worker import ops
+    from orderfleet.worker import order_queries
 
-    for document in ops.export_orders(checked_runtime().sessions, page_size):
+    for document in order_queries.export_orders(checked_runtime().sessions, page_size):
         typer.echo(dumps(document))
 
 
@@ -454,9 +455,9 @@ def dlq_list(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List dead letters, oldest first (without their raw messages)."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import dead_letters
 
-    letters = ops.list_dead_letters(checked_runtime().sessions, reason, limit)
+    letters = dead_letters.list_dead_letters(checked_runtime().sessions, reason, limit)
     if json_output:
         print_json(letters)
         return
@@ -473,9 +474,9 @@ def dlq_show(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Show one dead letter with its raw message; exit 1 when there is no such dead letter."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import dead_letters
 
-    letter = ops.dead_letter(checked_runtime().sessions, letter_id)
+    letter = dead_letters.dead_letter(checked_runtime().sessions, letter_id)
     if letter is None:
         fail(f"dead letter {letter_id} not found", 1)
     if json_output:
@@ -522,11 +523,11 @@ def replay_one(runtime: Runtime, letter_id: int, fixed: str | None) -> None:
     """Replay one dead letter, or exit 1 when it is missing or still invalid."""
     from kombu.exceptions import OperationalError as BrokerError
     from orderfleet.models import InvalidEvent
-    from orderfleet.worker import ops
+    from orderfleet.worker import dead_letters
 
     try:
-        sent = ops.replay_dead_letter(celery_app(), runtime, letter_id, fixed)
-    except ops.NotFound as exc:
+        sent = dead_letters.replay_dead_letter(celery_app(), runtime, letter_id, fixed)
+    except dead_letters.NotFound as exc:
         fail(str(exc), 1)
     except InvalidEvent as exc:
         fail(f"dead letter {letter_id} is still invalid, not replayed: {exc}", 1)
@@ -541,10 +542,10 @@ def replay_one(runtime: Runtime, letter_id: int, fixed: str | None) -> None:
 def replay_all(runtime: Runtime, reason: str) -> None:
     """Replay every unreplayed dead letter of a reason; exit 1 when some are still invalid."""
     from kombu.exceptions import OperationalError as BrokerError
-    from orderfleet.worker import ops
+    from orderfleet.worker import dead_letters
 
     try:
-        replayed, refused = ops.replay_reason(celery_app(), runtime, reason)
+        replayed, refused = dead_letters.replay_reason(celery_app(), runtime, reason)
     except BrokerError as exc:
         fail(f"cannot reach the broker: {exc}")
     typer.echo(f"replayed {plural(len(replayed), 'dead letter')} of reason {reason}")
@@ -565,13 +566,13 @@ def dlq_purge(
 ) -> None:
     """Delete old dead letters and print how many."""
     from orderfleet.models.wire import WireError, to_instant
-    from orderfleet.worker import ops
+    from orderfleet.worker import dead_letters
 
     try:
         cutoff = to_instant(before)
     except WireError as exc:
         fail(f"--before {before!r} {exc}")
-    purged = ops.purge_dead_letters(checked_runtime().sessions, cutoff, reason)
+    purged = dead_letters.purge_dead_letters(checked_runtime().sessions, cutoff, reason)
     typer.echo(f"purged {plural(purged, 'dead letter')}")
 
 
@@ -599,16 +600,16 @@ def rebuild(
     order_id: str | None = typer.Argument(None, help="The order to rebuild (default: all)."),
 ) -> None:
     """Recompute orders from their event logs; corrections go out through the outbox relay."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import rebuild
 
     runtime = checked_runtime()
     if order_id is not None:
-        state = ops.rebuild_order(runtime, order_id)
+        state = rebuild.rebuild_order(runtime, order_id)
         if state is None:
             fail(f"order {order_id!r} not found", 1)
         typer.echo(f"rebuilt order {order_id}: status {state.status}")
         return
-    rebuilt = sum(1 for _ in ops.rebuild_all(runtime))
+    rebuilt = sum(1 for _ in rebuild.rebuild_all(runtime))
     typer.echo(f"rebuilt {plural(rebuilt, 'order')}")
 
 
@@ -624,7 +625,7 @@ def partitions(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Depth and consumers of every queue; exit 1 when messages wait outside the fleet's P."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import broker_queues
     from orderfleet.worker.partition_count import record_partitions, recorded_partitions
 
     use_servers([BROKER], Embedded.ATTACH)
@@ -634,9 +635,10 @@ def partitions(
         if record:
             record_partitions(client, prefix, settings.partitions, force=True)
         recorded = recorded_partitions(client, prefix)
-        depths = ops.partition_depths(client, prefix, settings.partitions)
-        stray = ops.stray_partition_queues(client, prefix, settings.partitions)
-    rows = ops.partition_report(depths, ops.queue_consumers(celery_app(), timeout))
+        depths = broker_queues.partition_depths(client, prefix, settings.partitions)
+        stray = broker_queues.stray_partition_queues(client, prefix, settings.partitions)
+    consumers = broker_queues.queue_consumers(celery_app(), timeout)
+    rows = broker_queues.partition_report(depths, consumers)
     if json_output:
         print_json(
             {
@@ -667,12 +669,12 @@ def partitions(
 @cli.command()
 def ledger(json_output: bool = JSON_OPTION) -> None:
     """Messages taken from the broker against outcomes committed, per queue; exit 1 on a loss."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import broker_queues
 
     runtime = checked_runtime((DATABASE, BROKER))
     settings = runtime.settings
     with broker_client(settings) as client:
-        rows = ops.message_ledger(client, settings.broker_prefix, runtime.sessions)
+        rows = broker_queues.message_ledger(client, settings.broker_prefix, runtime.sessions)
     if json_output:
         print_json(rows)
     else:
@@ -695,17 +697,17 @@ def flower(
     ),
 ) -> None:
     """Run Flower with basic auth from ORDERFLEET_FLOWER_AUTH (user:password)."""
-    from orderfleet.worker import ops
+    from orderfleet.worker import flower_args
 
     settings = load_settings()
     auth = None
     if not no_auth:
         try:
-            auth = ops.flower_auth(settings)
+            auth = flower_args.flower_auth(settings)
         except ValueError as exc:
             fail(str(exc))
     use_servers([BROKER], Embedded.ATTACH)
-    argv = ops.flower_argv(settings.flower_port if port is None else port, auth)
+    argv = flower_args.flower_argv(settings.flower_port if port is None else port, auth)
     raise typer.Exit(celery_app().start(argv) or 0)
 
 
