@@ -38,7 +38,8 @@ def order_show(
     if json_output:
         print_json(document)
     else:
-        print_table(f"order {order_id}", ("field", "value"), document_rows(document))
+        title = f"order {document['orderId']}"
+        print_table(title, ("field", "value"), document_rows(document))
 
 
 def document_rows(document: dict[str, Any]) -> list[tuple[str, str]]:
