@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orderfleet.worker.processes import FleetProcess
+from orderfleet.worker.dev.processes import FleetProcess
 
 from bench import noop_app
 from bench.context import Context

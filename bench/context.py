@@ -9,8 +9,8 @@ from pathlib import Path
 
 import redis
 from orderfleet.worker import routing
+from orderfleet.worker.dev.processes import FleetProcess
 from orderfleet.worker.metrics import scrape
-from orderfleet.worker.processes import FleetProcess
 from sqlalchemy import Engine
 
 from bench import noop_app

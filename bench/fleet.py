@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orderfleet.models.tables import DeadLetterRow, EventRow
-from orderfleet.worker.processes import FleetProcess
+from orderfleet.worker.dev.processes import FleetProcess
 from sqlalchemy import func, select
 
 from bench.context import Context

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from orderfleet.worker.processes import FleetProcess
+from orderfleet.worker.dev.processes import FleetProcess
 
 STOP_TIMEOUT = 20.0
 QUIET_PCT = 10.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orderfleet.worker.processes import FleetProcess
+from orderfleet.worker.dev.processes import FleetProcess
 
 from bench.context import Context
 from bench.procs import module_command, wait_quiet

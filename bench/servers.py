@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
-from orderfleet.worker import embedded
 from orderfleet.worker.db import driver_url, make_engine, upgrade
-from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.dev import embedded
+from orderfleet.worker.dev.lifeline import lifeline
 from orderfleet.worker.servers import FLEET, Embedded, locks_url_of_broker, resolve_servers
 from orderfleet.worker.settings import load_settings
 from sqlalchemy import Engine, create_engine, make_url, text

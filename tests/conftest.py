@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from orderfleet.worker.db import driver_url, make_engine, session_factory, upgrade
-from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.dev.lifeline import lifeline
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -52,7 +52,7 @@ def embedded_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix=f"orderfleet-embedded-{RUN_ID}-"))
     lifeline.guard_data_dir(path)
     yield path
-    from orderfleet.worker import embedded
+    from orderfleet.worker.dev import embedded
 
     embedded.stop(path)
     shutil.rmtree(path, ignore_errors=True)
@@ -65,7 +65,7 @@ def server_database_url(request: pytest.FixtureRequest) -> str:
     if url:
         return driver_url(url)
     try:
-        from orderfleet.worker import embedded
+        from orderfleet.worker.dev import embedded
 
         return embedded.ensure_postgres(request.getfixturevalue("embedded_dir"))
     except Exception as exc:
@@ -118,7 +118,7 @@ def redis_server_url(request: pytest.FixtureRequest) -> str:
     url = os.environ.get("ORDERFLEET_TEST_REDIS_URL")
     if not url:
         try:
-            from orderfleet.worker import embedded
+            from orderfleet.worker.dev import embedded
 
             url = embedded.ensure_redis(request.getfixturevalue("embedded_dir"))
         except Exception as exc:

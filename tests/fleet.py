@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 from orderfleet.models.tables import DeadLetterRow, EventRow
-from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.dev.lifeline import guarded_popen
+from orderfleet.worker.dev.processes import FleetProcess
 from orderfleet.worker.metrics import scrape
-from orderfleet.worker.processes import FleetProcess
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -1,4 +1,4 @@
-"""orderfleet infrastructure: the Celery app, routing, locks, the store, embedded servers.
+"""orderfleet infrastructure: the Celery app, routing, locks, the store; dev tools in `dev/`.
 
 `celery -A orderfleet.worker ...` finds the app here; importing this package loads nothing else.
 """

@@ -101,7 +101,8 @@ def _missing_name(need: str, settings: Settings) -> str:
 
 
 def _embedded(data_dir: Path, needs: Collection[str], start: bool, missing: list[str]) -> Servers:
-    from orderfleet.worker import embedded  # the embedded servers are an extra, loaded here only
+    # The embedded servers (the `embedded` extra) are loaded here only, when no URL is set.
+    from orderfleet.worker.dev import embedded
 
     data_dir = data_dir.expanduser().resolve()
     running = embedded.status(data_dir)

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from orderfleet.worker import embedded
+from orderfleet.worker.dev import embedded
 
 from tests.fleet import Fleet, fleet_env
 

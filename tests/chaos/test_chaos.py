@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import redis
 from orderfleet.models.tables import DeadLetterRow
-from orderfleet.worker import embedded
-from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.dev import embedded
+from orderfleet.worker.dev.lifeline import guarded_popen
 from orderfleet.worker.routing import queue_name
 from sqlalchemy import create_engine, func, select, text
 

@@ -29,7 +29,7 @@ from orderfleet.models.tables import (
     OrderRow,
     OutboxRow,
 )
-from orderfleet.worker import embedded
+from orderfleet.worker.dev import embedded
 from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.settings import load_settings

@@ -50,7 +50,7 @@ def leftovers(places: list[str]) -> list[str]:
 
 
 def stop_embedded(data_dir: Path) -> None:
-    from orderfleet.worker import embedded
+    from orderfleet.worker.dev import embedded
 
     embedded.stop(data_dir)
 

@@ -68,7 +68,7 @@ WORKER_ONLY_MODULES = {
     "orderfleet.worker.store",
     "orderfleet.worker.runtime",
     "orderfleet.worker.db",
-    "orderfleet.worker.embedded",
+    "orderfleet.worker.dev.embedded",
     "orderfleet.worker.startup",
     "orderfleet.worker.cli",
     "orderfleet.models.tables",
@@ -386,7 +386,7 @@ def test_service_without_broker_url_gets_settings_error_and_no_server(
     assert kind == "orderfleet.worker.settings.SettingsError"
     assert "ORDERFLEET_BROKER_URL" in message
     assert result["children"] == []
-    assert "orderfleet.worker.embedded" not in result["modules"]
+    assert "orderfleet.worker.dev.embedded" not in result["modules"]
     assert _top_level(result["modules"]) & HEAVY_TOP_LEVEL == set()
     assert not (service_dir / ".orderfleet").exists()
     assert {path.name for path in service_dir.iterdir()} - {"__pycache__"} == set(SERVICE_FILES)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.dev.lifeline import guarded_popen
 
 from tests.fleet import ORDERFLEET, broker_url_for
 

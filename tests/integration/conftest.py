@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 from kombu import transport as kombu_transports
-from orderfleet.worker import embedded, transport
+from orderfleet.worker import transport
+from orderfleet.worker.dev import embedded
 from orderfleet.worker.runtime import Runtime, reset_runtime
 from orderfleet.worker.settings import load_settings
 

@@ -21,7 +21,7 @@ from orderfleet.models.tables import DeadLetterRow, OrderRow
 from orderfleet.models.wire import to_instant
 from orderfleet.tasks.producer import publish_many
 from orderfleet.worker.cli import cli
-from orderfleet.worker.ops import flower_argv
+from orderfleet.worker.flower_args import flower_argv
 from orderfleet.worker.routing import all_queues, queue_for
 from orderfleet.worker.runtime import reset_runtime
 from orderfleet.worker.service import apply_event

@@ -16,8 +16,8 @@ import psutil
 import pytest
 import redis
 from kombu import Connection
-from orderfleet.worker import embedded
-from orderfleet.worker.lifeline import guarded_popen
+from orderfleet.worker.dev import embedded
+from orderfleet.worker.dev.lifeline import guarded_popen
 from sqlalchemy import create_engine, text
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -66,7 +66,7 @@ def _in_subprocess(data_dir: Path, body: str) -> dict:
             """
         import json, sys
         from pathlib import Path
-        from orderfleet.worker import embedded
+        from orderfleet.worker.dev import embedded
         data_dir = Path(sys.argv[1])
         """
         )
@@ -183,7 +183,7 @@ def test_concurrent_first_starts_share_one_server(data_dir: Path) -> None:
         """
         import json, sys
         from pathlib import Path
-        from orderfleet.worker import embedded
+        from orderfleet.worker.dev import embedded
         """
     ) + textwrap.dedent(_REPORT_PIDS).replace("data_dir", "Path(sys.argv[1])")
     code += "\nprint(json.dumps(result))\n"

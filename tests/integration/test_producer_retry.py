@@ -21,9 +21,9 @@ from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.transport import redis as kombu_redis
 from orderfleet.tasks.producer import publish_many
-from orderfleet.worker import embedded
+from orderfleet.worker.dev import embedded
+from orderfleet.worker.dev.workload import generate
 from orderfleet.worker.routing import queue_name
-from orderfleet.worker.workload import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -11,7 +11,8 @@ import uuid
 import pytest
 import redis
 from kombu import Connection, Producer
-from orderfleet.worker import embedded, transport
+from orderfleet.worker import transport
+from orderfleet.worker.dev import embedded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -18,7 +18,8 @@ import redis
 from kombu import Connection, Producer
 from kombu.transport import redis as kombu_redis
 from orderfleet.models.tables import DeadLetterRow
-from orderfleet.worker import embedded, transport
+from orderfleet.worker import transport
+from orderfleet.worker.dev import embedded
 from sqlalchemy import select
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

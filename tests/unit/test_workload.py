@@ -1,11 +1,11 @@
-"""The simulated workload (worker/workload.py): seeded, valid, out of order, with twists."""
+"""The simulated workload (worker/dev/workload.py): seeded, valid, out of order, with twists."""
 
 from collections import Counter, defaultdict
 
 import pytest
 from orderfleet.models import EVENT_TYPES, InvalidEvent, decide, parse_event, project
 from orderfleet.models.decisions import verdict_of
-from orderfleet.worker.workload import generate
+from orderfleet.worker.dev.workload import generate
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,13 @@ from orderfleet.models.tables import (
     OrderRow,
     OutboxRow,
 )
-from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.dev.lifeline import lifeline
+from orderfleet.worker.dev.processes import FleetProcess
+from orderfleet.worker.dev.workload import Workload, generate
 from orderfleet.worker.metrics import scrape
-from orderfleet.worker.processes import FleetProcess
 from orderfleet.worker.servers import FLEET as FLEET_SERVERS
 from orderfleet.worker.servers import Embedded, resolve_servers
 from orderfleet.worker.settings import Settings, SettingsError, load_settings, redact
-from orderfleet.worker.workload import Workload, generate
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -163,7 +163,7 @@ class Servers:
 
     @classmethod
     def plan(cls, settings: Settings) -> Servers:
-        from orderfleet.worker import embedded
+        from orderfleet.worker.dev import embedded
 
         data_dir = settings.data_dir.expanduser().resolve()
         return cls(data_dir, embedded.status(data_dir))
@@ -189,7 +189,7 @@ class Servers:
 
     def stop(self, console: Console) -> None:
         """Stop the embedded servers, unless one ran before the demo (someone else's)."""
-        from orderfleet.worker import embedded
+        from orderfleet.worker.dev import embedded
 
         running = {name for name, up in embedded.status(self.data_dir).items() if up}
         ours = {name for name in running if self.embedded and not self.ran_before[name]}

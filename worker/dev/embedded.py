@@ -547,7 +547,7 @@ def _conf_quote(value: Path | str) -> str:
 def _redis_config(paths: _Paths) -> str:
     return "\n".join(
         [
-            "# Written by orderfleet (worker/embedded.py) at every start; edits are lost.",
+            "# Written by orderfleet (worker/dev/embedded.py) at every start; edits are lost.",
             "daemonize yes",
             "port 0",
             f"unixsocket {_conf_quote(paths.redis_socket)}",

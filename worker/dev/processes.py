@@ -1,6 +1,6 @@
 """Fleet processes (workers, beat) as supervised subprocesses, for the demo and the tests.
 
-Each runs in a process group of its own and dies with its starter (worker/lifeline.py).
+Each runs in a process group of its own and dies with its starter (worker/dev/lifeline.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.dev.lifeline import lifeline
 
 ORDERFLEET_COMMAND = (sys.executable, "-m", "orderfleet.worker")
 

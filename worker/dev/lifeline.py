@@ -7,7 +7,7 @@ session of its own that blocks reading a pipe whose only writer is the starter. 
 means the starter is gone (exit, crash or SIGKILL alike); the watchdog then ends every process
 group and stops the embedded servers of every data directory it was told of, and exits.
 
-    from orderfleet.worker.lifeline import lifeline
+    from orderfleet.worker.dev.lifeline import lifeline
     lifeline.guard_group(process.pid)      # a child started with start_new_session=True
     lifeline.guard_data_dir(data_dir)      # embedded servers started under data_dir
     lifeline.release_group(process.pid)    # handed over: it may outlive us (demo --keep-running)
@@ -66,7 +66,7 @@ def _start_watchdog() -> int:
     """Start the watchdog; the write end of its pipe (not inherited by our other children)."""
     reader, writer = os.pipe()
     subprocess.Popen(
-        [sys.executable, "-m", "orderfleet.worker.lifeline", str(reader)],
+        [sys.executable, "-m", "orderfleet.worker.dev.lifeline", str(reader)],
         pass_fds=(reader,),
         start_new_session=True,
         stdin=subprocess.DEVNULL,
@@ -131,7 +131,7 @@ def _signal_group(pgid: int, sig: int) -> bool:
 
 
 def _stop_embedded(data_dir: Path) -> None:
-    from orderfleet.worker import embedded  # only a watchdog that guards a data dir needs it
+    from orderfleet.worker.dev import embedded  # only a watchdog that guards a data dir needs it
 
     embedded.stop(data_dir)
 

@@ -1,8 +1,8 @@
 """`orderfleet simulate`: publish a seeded workload at a bounded rate from K producer processes.
 
-The events come from worker/workload.py (out of order, duplicated, a few invalid). Valid events
-go through `tasks.publish_many`; invalid ones are sent by task name, unvalidated, as a careless
-producer would. A share of the messages is held back when its turn comes and published
+The events come from worker/dev/workload.py (out of order, duplicated, a few invalid). Valid
+events go through `tasks.publish_many`; invalid ones are sent by task name, unvalidated, as a
+careless producer would. A share of the messages is held back when its turn comes and published
 `late_delay` seconds later. The distinct valid events published can be written as JSON Lines,
 so `orderfleet check` can compare the store with them afterwards.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from orderfleet.worker.workload import Workload, generate
+from orderfleet.worker.dev.workload import Workload, generate
 
 Wire = dict[str, Any]
 
