@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUN_ID = uuid.uuid4().hex[:10]
+KEEP_TMP = os.environ.get("ORDERFLEET_TEST_KEEP_TMP", "") == "1"  # logs of a failure, for a look
 
 
 def unavailable(what: str, why: object) -> None:
@@ -42,7 +43,8 @@ def tmp_path() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix=f"orderfleet-test-{RUN_ID}-"))
     lifeline.guard_data_dir(path)  # a test's embedded servers end with the run, however it ends
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not KEEP_TMP:
+        shutil.rmtree(path, ignore_errors=True)
     lifeline.release_data_dir(path)
 
 
