@@ -15,9 +15,10 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 from orderfleet.worker import metrics
-from orderfleet.worker.pipeline import Handled, Retryable, dead_letter, queue_of
+from orderfleet.worker.pipeline import Retryable, dead_letter, queue_of
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.runtime import Runtime, get_runtime
+from orderfleet.worker.service import Outcome
 
 
 class DurableTask(Task):
@@ -33,7 +34,7 @@ class DurableTask(Task):
         """The queue the message in hand came from (the message ledger counts by queue)."""
         return queue_of(self.request)
 
-    def end_durably(self, subject: Any, work: Callable[[Runtime], Handled]) -> Handled:
+    def end_durably(self, subject: Any, work: Callable[[Runtime], Outcome]) -> Outcome:
         """Run `work`; any failure to commit an outcome becomes a retry, never an ack."""
         runtime = get_runtime()
         try:
@@ -42,7 +43,7 @@ class DurableTask(Task):
             cause = exc.cause if isinstance(exc, Retryable) else exc
             return self.retry_or_give_up(runtime, cause, subject)
 
-    def retry_or_give_up(self, runtime: Runtime, cause: BaseException, subject: Any) -> Handled:
+    def retry_or_give_up(self, runtime: Runtime, cause: BaseException, subject: Any) -> Outcome:
         """Dead-letter after the last retry; otherwise (or if that fails) retry with backoff."""
         retries = self.request.retries
         if retries >= runtime.settings.max_retries:

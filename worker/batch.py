@@ -31,7 +31,7 @@ from orderfleet.worker.pipeline import (
 )
 from orderfleet.worker.routing import BATCH_TASK, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, TASK_FOR_TYPE
 from orderfleet.worker.runtime import Runtime
-from orderfleet.worker.service import Incoming, apply_events
+from orderfleet.worker.service import Incoming, Outcome, apply_events
 from orderfleet.worker.store import DeadLetter, VersionConflict
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def _apply(batch: _Batch, ready: list[_Event]) -> None:
         return
 
 
-def _commit(batch: _Batch, ready: list[_Event]) -> list[Any]:
+def _commit(batch: _Batch, ready: list[_Event]) -> list[Outcome]:
     pairs = zip(batch.messages, batch.ends, strict=True)
     runtime = batch.runtime
     return apply_events(
@@ -249,7 +249,7 @@ def _commit(batch: _Batch, ready: list[_Event]) -> list[Any]:
 def _count(
     letters: list[_Letter],
     ready: list[_Event],
-    outcomes: list[Any],
+    outcomes: list[Outcome],
     ends: list[MessageEnd],
 ) -> None:
     for x in letters:
@@ -258,14 +258,14 @@ def _count(
         _tally(ends[event.index], event, outcome)
 
 
-def _tally(end: MessageEnd, event: _Event, outcome: Any) -> None:
+def _tally(end: MessageEnd, event: _Event, outcome: Outcome) -> None:
     end.orders.add(event.order_id)
     end.counts[outcome.status if outcome.reason is None else f"dead_letter:{outcome.reason}"] += 1
     if outcome.decision is not None:
         end.counts[f"decision:{outcome.decision.outcome}"] += 1
 
 
-def _publish(batch: _Batch, outcomes: Iterable[Any]) -> None:
+def _publish(batch: _Batch, outcomes: Iterable[Outcome]) -> None:
     """Publish the decisions just committed; a failure here is the outbox relay's to mend
     (the messages' outcomes are committed: retrying them would apply nothing new)."""
     decisions = [o.decision for o in outcomes if o.decision is not None]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -17,6 +16,7 @@ from orderfleet.models import raw_text
 from orderfleet.worker.locks import LockNotAcquired
 from orderfleet.worker.routing import BATCH_TASK, event_order_id
 from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.service import Outcome
 from orderfleet.worker.store import DeadLetter, VersionConflict
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -31,14 +31,6 @@ class Retryable(Exception):
     def __init__(self, cause: BaseException) -> None:
         self.cause = cause
         super().__init__(f"{type(cause).__name__}: {cause}")
-
-
-@dataclass(frozen=True)
-class Handled:
-    """The end of one message: applied, duplicate, or dead_lettered (with a reason)."""
-
-    status: str
-    reason: str | None = None
 
 
 @contextmanager
@@ -83,7 +75,7 @@ def dead_letter(
     message: Any,
     task_name: str | None,
     queue: str | None = None,
-) -> Handled:
+) -> Outcome:
     """Record a message that will not be applied, with why; it stays replayable.
 
     Raises Retryable when the database connection is lost, so the message is tried again
@@ -95,7 +87,7 @@ def dead_letter(
         uow.ledger.count_ends([queue])
         uow.commit()
     log.warning("dead letter (%s) from %s: %s", reason, task_name, error[:500])
-    return Handled("dead_lettered", reason)
+    return Outcome("dead_lettered", reason)
 
 
 def dead_letter_all(
