@@ -11,6 +11,7 @@ from orderfleet.models import (
     EmittedDecision,
     Event,
     OrderState,
+    content_hash,
     converged_view,
     decide,
     decision_holds,
@@ -19,7 +20,7 @@ from orderfleet.models import (
     project,
 )
 from orderfleet.models.wire import dumps, loads
-from orderfleet.worker.store import DeadLetter, EventLog, UnitOfWork, content_hash, stream_orders
+from orderfleet.worker.store import DeadLetter, EventLog, UnitOfWork, stream_orders
 from sqlalchemy.orm import Session, sessionmaker
 
 Status = Literal["applied", "duplicate", "dead_lettered", "recorded"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orderfleet.models import EmittedDecision, Event, OrderState, content_of
+from orderfleet.models import EmittedDecision, Event, OrderState, decision_payload, storable_text
 from orderfleet.models.tables import (
     DeadLetterRow,
     DecisionDeliveryRow,
@@ -44,10 +43,6 @@ class DeadLetter:
     task_name: str | None = None
     order_id: str | None = None
     event_id: str | None = None
-
-
-def content_hash(event: Event) -> str:
-    return hashlib.sha256(content_of(event).encode("utf-8")).hexdigest()
 
 
 class EventLog:
@@ -372,11 +367,6 @@ class Outbox:
             self.session.execute(stmt.values(published_at=now))
 
 
-def decision_payload(decision: EmittedDecision) -> dict[str, Any]:
-    """The keyword argument `decision` of the decision tasks."""
-    return {"orderId": decision.order_id, **decision.to_document()}
-
-
 class DeadLetters:
     """Messages that could not be applied."""
 
@@ -398,11 +388,6 @@ class DeadLetters:
 
 
 MAX_DEAD_LETTER_RAW = 256 * 1024
-
-
-def storable_text(text: str) -> str:
-    """Text PostgreSQL accepts: lone surrogates escaped, NUL characters spelled out."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 def _capped(text: str) -> str:
