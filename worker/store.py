@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from orderfleet.models import EmittedDecision, Event, OrderState, decision_payload, storable_text
-from orderfleet.models.tables import (
+from orderfleet.models.wire import dumps
+from orderfleet.worker.tables import (
     DeadLetterRow,
     DecisionDeliveryRow,
     EventRow,
@@ -17,7 +18,6 @@ from orderfleet.models.tables import (
     OrderRow,
     OutboxRow,
 )
-from orderfleet.models.wire import dumps
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
