@@ -19,7 +19,7 @@ from orderfleet.models import (
     parse_event,
     project,
 )
-from orderfleet.models.wire import dumps, loads
+from orderfleet.models.wire import dumps
 from orderfleet.worker.store import DeadLetter, EventLog, UnitOfWork, stream_orders
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,27 +41,25 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Incoming:
-    """A validated event and the raw object it came from (stored as received)."""
+    """A validated event and the object it came from, stored as received (None: an event not
+    received as an object; its wire form is stored)."""
 
     event: Event
-    raw: Any = None
+    raw: dict[str, Any] | None = None
     task_name: str | None = None
     queue: str | None = None  # where the message came from, for the message ledger
 
     @property
     def raw_object(self) -> dict[str, Any]:
-        if isinstance(self.raw, dict):
-            return self.raw
-        if isinstance(self.raw, str | bytes):
-            return loads(self.raw)
-        return self.event.to_wire()
+        """What the event log stores for this event (docs/design.md §1, unknown fields kept)."""
+        return self.event.to_wire() if self.raw is None else self.raw
 
 
 def apply_event(
     uow: UnitOfWork,
     event: Event,
     now: datetime,
-    raw: Any = None,
+    raw: dict[str, Any] | None = None,
     task_name: str | None = None,
     queue: str | None = None,
 ) -> Outcome:

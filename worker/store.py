@@ -53,9 +53,13 @@ class EventLog:
         self.redelivered: Counter[str] = Counter()
 
     def record(
-        self, events: Sequence[Event], raws: Sequence[Any], hashes: Sequence[str], now: datetime
+        self,
+        events: Sequence[Event],
+        raws: Sequence[dict[str, Any]],
+        hashes: Sequence[str],
+        now: datetime,
     ) -> tuple[set[str], dict[str, str]]:
-        """Insert the events not yet logged (with their content hashes).
+        """Insert the events not yet logged, each with the object to store and its content hash.
 
         Returns the new ids, and the hash the log held for each of the others (one written by
         a transaction that committed while this statement ran is not seen: `hashes` reads it).
@@ -96,13 +100,13 @@ class EventLog:
         return found
 
 
-def _event_row(event: Event, raw: Any, digest: str) -> dict[str, Any]:
+def _event_row(event: Event, raw: dict[str, Any], digest: str) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
         "order_id": event.order_id,
         "event_type": event.event_type,
         "event_at": event.timestamp,
-        "raw": raw if isinstance(raw, dict) else event.to_wire(),
+        "raw": raw,
         "content_hash": digest,
     }
 
