@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from orderfleet.models.tables import DeadLetterRow, EventRow
 from orderfleet.worker.processes import FleetProcess
-from orderfleet.worker.tables import DeadLetterRow, EventRow
 from sqlalchemy import func, select
 
 from bench.context import Context

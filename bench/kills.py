@@ -54,10 +54,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow
 from orderfleet.worker.db import driver_url, make_engine, session_factory, upgrade
 from orderfleet.worker.processes import FleetProcess
 from orderfleet.worker.routing import queue_name
-from orderfleet.worker.tables import DeadLetterRow, EventRow, OrderRow
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 

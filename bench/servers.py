@@ -139,7 +139,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
 
 def truncate_all(engine: Engine) -> None:
     """Empty every orderfleet table (fresh state for the next measurement)."""
-    from orderfleet.worker.tables import Base
+    from orderfleet.models.tables import Base
 
     names = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as conn:

@@ -87,7 +87,7 @@ def prefill(engine: Engine, orders: int, start: int = 0) -> dict[str, Any]:
 
 def clear_except_store(engine: Engine) -> None:
     """Empty every table but the pre-filled orders and events; delete the other rows there."""
-    from orderfleet.worker.tables import Base
+    from orderfleet.models.tables import Base
 
     kept = {"orders", "order_events"}
     names = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name not in kept)

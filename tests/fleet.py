@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from orderfleet.models.tables import DeadLetterRow, EventRow
 from orderfleet.worker.lifeline import guarded_popen
 from orderfleet.worker.processes import FleetProcess
-from orderfleet.worker.tables import DeadLetterRow, EventRow
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -20,18 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orderfleet.worker.lifeline import lifeline
-from orderfleet.worker.processes import FleetProcess
-from orderfleet.worker.servers import FLEET as FLEET_SERVERS
-from orderfleet.worker.servers import Embedded, resolve_servers
-from orderfleet.worker.settings import Settings, SettingsError, load_settings, redact
-from orderfleet.worker.tables import (
+from orderfleet.models.tables import (
     DeadLetterRow,
     DecisionDeliveryRow,
     EventRow,
     OrderRow,
     OutboxRow,
 )
+from orderfleet.worker.lifeline import lifeline
+from orderfleet.worker.processes import FleetProcess
+from orderfleet.worker.servers import FLEET as FLEET_SERVERS
+from orderfleet.worker.servers import Embedded, resolve_servers
+from orderfleet.worker.settings import Settings, SettingsError, load_settings, redact
 from orderfleet.worker.workload import Workload, generate
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -17,6 +17,7 @@ import redis
 from celery import Celery
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 from orderfleet.models import InvalidEvent, OrderState, parse_event
+from orderfleet.models.tables import DeadLetterRow, OrderRow
 from orderfleet.models.wire import format_instant, loads
 from orderfleet.worker.routing import TASK_FOR_TYPE, all_queues, queue_for
 from orderfleet.worker.runtime import Runtime
@@ -24,7 +25,6 @@ from orderfleet.worker.servers import locks_url_of_broker
 from orderfleet.worker.service import rebuild
 from orderfleet.worker.settings import Settings, env_name
 from orderfleet.worker.store import MessageLedger, VersionConflict, stream_orders
-from orderfleet.worker.tables import DeadLetterRow, OrderRow
 from orderfleet.worker.transport import TAKEN_KEY
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker

@@ -9,8 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from orderfleet.models import EmittedDecision, Event, OrderState, decision_payload, storable_text
-from orderfleet.models.wire import dumps
-from orderfleet.worker.tables import (
+from orderfleet.models.tables import (
     DeadLetterRow,
     DecisionDeliveryRow,
     EventRow,
@@ -18,6 +17,7 @@ from orderfleet.worker.tables import (
     OrderRow,
     OutboxRow,
 )
+from orderfleet.models.wire import dumps
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError

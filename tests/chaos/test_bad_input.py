@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 from kombu import Producer
-from orderfleet.worker.tables import DeadLetterRow
+from orderfleet.models.tables import DeadLetterRow
 from sqlalchemy import select
 
 from tests.e2e.test_fleet import assert_converged

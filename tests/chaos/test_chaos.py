@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker import embedded
 from orderfleet.worker.lifeline import guarded_popen
 from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import queue_name
-from orderfleet.worker.tables import DeadLetterRow
 from sqlalchemy import create_engine, func, select, text
 
 from tests.fleet import ORDERFLEET, Fleet, kill_with_a_message_in_hand, ledger, wait_for

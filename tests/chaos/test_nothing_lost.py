@@ -22,18 +22,18 @@ from typing import Any
 import pytest
 import redis
 from orderfleet.models import decision_id_for
-from orderfleet.worker import embedded
-from orderfleet.worker.metrics import fleet_stats
-from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
-from orderfleet.worker.runtime import Runtime
-from orderfleet.worker.settings import load_settings
-from orderfleet.worker.tables import (
+from orderfleet.models.tables import (
     DeadLetterRow,
     DecisionDeliveryRow,
     EventRow,
     OrderRow,
     OutboxRow,
 )
+from orderfleet.worker import embedded
+from orderfleet.worker.metrics import fleet_stats
+from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
+from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.settings import load_settings
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 

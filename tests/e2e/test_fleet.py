@@ -8,10 +8,10 @@ import pytest
 import redis
 from orderfleet.models import converged_view, decide, parse_event, project
 from orderfleet.models.decisions import verdict_of
+from orderfleet.models.tables import DecisionDeliveryRow, OutboxRow
 from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import queue_name
 from orderfleet.worker.store import stream_orders
-from orderfleet.worker.tables import DecisionDeliveryRow, OutboxRow
 from sqlalchemy import func, select
 
 from tests.fleet import deliveries_of, kill_with_a_message_in_hand, ledger, order_traffic, wait_for

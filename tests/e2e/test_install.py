@@ -21,8 +21,8 @@ from typing import Any
 
 import psutil
 import pytest
+from orderfleet.models.tables import EventRow, OrderRow
 from orderfleet.worker.routing import partition_for, queue_name
-from orderfleet.worker.tables import EventRow, OrderRow
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.fleet import Fleet, wait_for
@@ -71,7 +71,7 @@ WORKER_ONLY_MODULES = {
     "orderfleet.worker.embedded",
     "orderfleet.worker.startup",
     "orderfleet.worker.cli",
-    "orderfleet.worker.tables",
+    "orderfleet.models.tables",
     "orderfleet.tasks.events",
 }
 # Files of the checkout that are not the package's source (besides what .gitignore ignores).

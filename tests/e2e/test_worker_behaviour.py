@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from orderfleet.models import decision_id_for, parse_event
+from orderfleet.models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OutboxRow
 from orderfleet.worker.metrics import fleet_stats
 from orderfleet.worker.routing import partition_for, queue_name
-from orderfleet.worker.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OutboxRow
 from sqlalchemy import func, select
 
 from tests.fleet import order_traffic, run_orderfleet, wait_for

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 from orderfleet.models import parse_event
+from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
 from orderfleet.worker import service
 from orderfleet.worker.batch import Received, apply_batch
 from orderfleet.worker.locks import LockNotAcquired
 from orderfleet.worker.outbox import mark_sent
 from orderfleet.worker.routing import BATCH_TASK, TASK_FOR_TYPE, queue_for
 from orderfleet.worker.store import OrderRepository, VersionConflict
-from orderfleet.worker.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
 from sqlalchemy import func, select, text
 
 from tests.fleet import broker_url_for, order_traffic

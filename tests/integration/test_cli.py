@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from orderfleet.models import InvalidEvent, converged_view, parse_event, project
+from orderfleet.models.tables import DeadLetterRow, OrderRow
 from orderfleet.models.wire import to_instant
 from orderfleet.tasks.producer import publish_many
 from orderfleet.worker.cli import cli
@@ -25,7 +26,6 @@ from orderfleet.worker.routing import all_queues, queue_for
 from orderfleet.worker.runtime import reset_runtime
 from orderfleet.worker.service import apply_event
 from orderfleet.worker.store import DeadLetter, UnitOfWork, stream_orders
-from orderfleet.worker.tables import DeadLetterRow, OrderRow
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result

@@ -13,9 +13,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker.failures import Retryable
 from orderfleet.worker.pipeline import dead_letter
-from orderfleet.worker.tables import DeadLetterRow
 from sqlalchemy import Engine, create_engine, event, select, text
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 from orderfleet.models import parse_event
+from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker.lifeline import guarded_popen
 from orderfleet.worker.routing import queue_name
 from orderfleet.worker.simulate import BURST_SECONDS, Pacer, SimulateOptions, plan, shares
-from orderfleet.worker.tables import DeadLetterRow
 from sqlalchemy import func, select, text
 
 from tests.fleet import ORDERFLEET, Fleet, fleet_env, ledger, wait_for

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from orderfleet.models import parse_event
+from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
 from orderfleet.worker.service import apply_event, divergence, rebuild, verify
 from orderfleet.worker.store import UnitOfWork, VersionConflict
-from orderfleet.worker.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
 from sqlalchemy import func, select, text
 
 pytestmark = pytest.mark.integration

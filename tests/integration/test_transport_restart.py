@@ -17,8 +17,8 @@ import pytest
 import redis
 from kombu import Connection, Producer
 from kombu.transport import redis as kombu_redis
+from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker import embedded, transport
-from orderfleet.worker.tables import DeadLetterRow
 from sqlalchemy import select
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -1,7 +1,7 @@
 """Alembic environment: runs on the connection orderfleet passes in, or on the URL."""
 
 from alembic import context
-from orderfleet.worker.tables import Base
+from orderfleet.models.tables import Base
 from sqlalchemy import create_engine
 
 config = context.config

@@ -1,4 +1,4 @@
-"""The PostgreSQL tables (SQLAlchemy 2.x typed declarative), migrated by worker/migrations."""
+"""The PostgreSQL tables (SQLAlchemy 2.x typed declarative), apart from the pure domain."""
 
 from __future__ import annotations
 
