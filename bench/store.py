@@ -6,10 +6,9 @@ import random
 import time
 from typing import Any
 
-from orderfleet.models import parse_event
+from orderfleet.models import content_hash, parse_event
 from orderfleet.models.state import OrderState
 from orderfleet.models.wire import dumps
-from orderfleet.worker.store import content_hash
 from sqlalchemy import Engine, text
 
 from bench.traffic import order_events

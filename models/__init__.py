@@ -6,6 +6,7 @@ from orderfleet.models.decisions import (
     decide,
     decision_holds,
     decision_id_for,
+    decision_payload,
     next_decision,
 )
 from orderfleet.models.events import (
@@ -20,9 +21,10 @@ from orderfleet.models.events import (
     OrderCreated,
     PaymentProcessed,
     ShippingCalculated,
+    content_hash,
     content_of,
 )
-from orderfleet.models.parsing import InvalidEvent, parse_event, raw_text
+from orderfleet.models.parsing import InvalidEvent, parse_event, raw_text, storable_text
 from orderfleet.models.state import OrderState, converged_view, project
 
 __all__ = [
@@ -41,13 +43,16 @@ __all__ = [
     "OrderState",
     "PaymentProcessed",
     "ShippingCalculated",
+    "content_hash",
     "content_of",
     "converged_view",
     "decide",
     "decision_holds",
     "decision_id_for",
+    "decision_payload",
     "next_decision",
     "parse_event",
     "project",
     "raw_text",
+    "storable_text",
 ]

@@ -75,6 +75,11 @@ class EmittedDecision(BaseModel):
         )
 
 
+def decision_payload(decision: EmittedDecision) -> dict[str, Any]:
+    """The keyword argument `decision` of the decision tasks (docs/design.md §3)."""
+    return {"orderId": decision.order_id, **decision.to_document()}
+
+
 def decide(state: OrderState) -> Decision | None:
     """The decision rules of docs/design.md §3, top to bottom."""
     payment, inventory, customer = state.payment, state.inventory, state.customer

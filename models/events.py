@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -195,6 +196,11 @@ def derive_event_id(wire: Mapping[str, Any]) -> str:
 def content_of(event: Envelope) -> str:
     """Canonical JSON of the event's content (everything but eventId): equal content, equal text."""
     return canonical_json(_without_id(event.to_wire()))
+
+
+def content_hash(event: Envelope) -> str:
+    """SHA-256 of `content_of`: what tells a re-delivery from an eventId conflict (§2)."""
+    return hashlib.sha256(content_of(event).encode("utf-8")).hexdigest()
 
 
 def _without_id(wire: Mapping[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def _check_text(data: Mapping[str, Any]) -> None:
     """Every key and string must be storable text: valid UTF-8, no NUL characters."""
     bad = [str(key) for key, value in data.items() if not _storable(key) or not _storable(value)]
     if bad:
-        names = ", ".join(_printable(name) for name in bad)
+        names = ", ".join(storable_text(name) for name in bad)
         raise InvalidEvent([f"{names}: must be valid UTF-8 text without NUL characters"])
 
 
@@ -89,8 +89,9 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def _printable(name: str) -> str:
-    return name.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+def storable_text(text: str) -> str:
+    """Text PostgreSQL accepts: lone surrogates escaped, NUL characters spelled out."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 def _checked_size(obj: Mapping[str, Any]) -> int:

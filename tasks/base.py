@@ -15,9 +15,11 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 from orderfleet.worker import metrics
-from orderfleet.worker.pipeline import Handled, Retryable, dead_letter, queue_of
+from orderfleet.worker.failures import Retryable, cause_of
+from orderfleet.worker.pipeline import dead_letter, queue_of
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.runtime import Runtime, get_runtime
+from orderfleet.worker.service import Outcome
 
 
 class DurableTask(Task):
@@ -33,16 +35,15 @@ class DurableTask(Task):
         """The queue the message in hand came from (the message ledger counts by queue)."""
         return queue_of(self.request)
 
-    def end_durably(self, subject: Any, work: Callable[[Runtime], Handled]) -> Handled:
+    def end_durably(self, subject: Any, work: Callable[[Runtime], Outcome]) -> Outcome:
         """Run `work`; any failure to commit an outcome becomes a retry, never an ack."""
         runtime = get_runtime()
         try:
             return work(runtime)
         except Exception as exc:
-            cause = exc.cause if isinstance(exc, Retryable) else exc
-            return self.retry_or_give_up(runtime, cause, subject)
+            return self.retry_or_give_up(runtime, cause_of(exc), subject)
 
-    def retry_or_give_up(self, runtime: Runtime, cause: BaseException, subject: Any) -> Handled:
+    def retry_or_give_up(self, runtime: Runtime, cause: BaseException, subject: Any) -> Outcome:
         """Dead-letter after the last retry; otherwise (or if that fails) retry with backoff."""
         retries = self.request.retries
         if retries >= runtime.settings.max_retries:
@@ -52,7 +53,7 @@ class DurableTask(Task):
                     runtime, "retries_exhausted", error, subject, self.name, self.queue
                 )
             except Exception as unwritten:  # keep the message until its dead letter is written
-                cause = unwritten.cause if isinstance(unwritten, Retryable) else unwritten
+                cause = cause_of(unwritten)
         metrics.record_retry(type(cause).__name__)
         countdown = backoff_countdown(retries, runtime.settings)
         try:

@@ -14,9 +14,10 @@ from typing import Any
 from orderfleet.models import decision_id_for
 from orderfleet.tasks.base import DurableTask
 from orderfleet.worker.celery_app import app
-from orderfleet.worker.pipeline import Handled, dead_letter
+from orderfleet.worker.pipeline import dead_letter
 from orderfleet.worker.routing import DECISION_TASKS
 from orderfleet.worker.runtime import Runtime
+from orderfleet.worker.service import Outcome
 
 log = logging.getLogger(__name__)
 OUTCOME_OF_TASK = {task: outcome for outcome, task in DECISION_TASKS.items()}
@@ -31,7 +32,7 @@ class DecisionTask(DurableTask):
 
     def _end(
         self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any], subject: Any
-    ) -> Handled:
+    ) -> Outcome:
         problem = decision_problem(OUTCOME_OF_TASK[self.name], args, kwargs)
         if problem is not None:
             return dead_letter(runtime, "invalid_decision", problem, subject, self.name, self.queue)
@@ -57,7 +58,7 @@ def decision_problem(outcome: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 def record_decision(
     runtime: Runtime, decision: dict[str, Any], task_name: str, queue: str | None
-) -> Handled:
+) -> Outcome:
     """Store the delivery once per decisionId; re-deliveries only bump a counter.
 
     A decision that orderfleet's outbox never held (forged, or from another fleet) is
@@ -81,7 +82,7 @@ def record_decision(
         decision.get("reason"),
         "" if first else " (re-delivery)",
     )
-    return Handled("recorded" if first else "duplicate")
+    return Outcome("recorded" if first else "duplicate")
 
 
 def _decision_task(name: str) -> DecisionTask:

@@ -21,18 +21,14 @@ from typing import Any
 
 from celery import Celery
 from orderfleet.models import InvalidEvent, parse_event
+from orderfleet.worker.failures import Remedy, handed_back, remedy, transient
 from orderfleet.worker.locks import LockNotAcquired, OrderLocks
 from orderfleet.worker.outbox import publish_after_commit
-from orderfleet.worker.pipeline import (
-    ENVIRONMENTAL,
-    Retryable,
-    letter_for,
-    transient_as_retryable,
-)
+from orderfleet.worker.pipeline import letter_for
 from orderfleet.worker.routing import BATCH_TASK, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, TASK_FOR_TYPE
 from orderfleet.worker.runtime import Runtime
-from orderfleet.worker.service import Incoming, apply_events
-from orderfleet.worker.store import DeadLetter, VersionConflict
+from orderfleet.worker.service import Incoming, Outcome, apply_events
+from orderfleet.worker.store import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +109,11 @@ def apply_batch(app: Celery, runtime: Runtime, messages: Sequence[Received]) -> 
     token = uuid.uuid4().hex
     wanted = sorted({e.order_id for e in batch.unpacked.events})
     try:
-        with transient_as_retryable():
-            held = locks.acquire(wanted, token)
-    except Retryable as exc:
-        return _all_to_retry(batch, exc.cause)
+        held = locks.acquire(wanted, token)
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        return _all_to_retry(batch, exc)
     try:
         busy = LockNotAcquired(f"orders locked by another worker: {sorted(set(wanted) - held)}")
         _apply(batch, _hand_back(batch.unpacked.events, batch.ends, held, busy))
@@ -216,25 +213,25 @@ def _apply(batch: _Batch, ready: list[_Event]) -> None:
     """Commit the batch; a version conflict hands its orders back and the rest is tried again."""
     while True:
         try:
-            with transient_as_retryable():
-                outcomes = _commit(batch, ready)
-        except Retryable as exc:
-            if isinstance(exc.cause, VersionConflict) and exc.cause.order_ids:
-                keep = {e.order_id for e in ready} - exc.cause.order_ids
-                ready = _hand_back(ready, batch.ends, keep, exc.cause)
+            outcomes = _commit(batch, ready)
+        except Exception as exc:
+            what = remedy(exc)
+            if what is Remedy.HAND_BACK:
+                keep = {e.order_id for e in ready} - handed_back(exc)
+                ready = _hand_back(ready, batch.ends, keep, exc)
                 continue
-            _all_to_retry(batch, exc.cause)
-            return
-        except Exception:
-            log.exception("unexpected failure applying a batch: isolating its events")
-            _isolate(batch, ready)
+            if what is Remedy.RETRY_ALL:
+                _all_to_retry(batch, exc)
+            else:
+                log.exception("unexpected failure applying a batch: isolating its events")
+                _isolate(batch, ready)
             return
         _count(batch.unpacked.letters, ready, outcomes, batch.ends)
         _publish(batch, outcomes)
         return
 
 
-def _commit(batch: _Batch, ready: list[_Event]) -> list[Any]:
+def _commit(batch: _Batch, ready: list[_Event]) -> list[Outcome]:
     pairs = zip(batch.messages, batch.ends, strict=True)
     runtime = batch.runtime
     return apply_events(
@@ -249,7 +246,7 @@ def _commit(batch: _Batch, ready: list[_Event]) -> list[Any]:
 def _count(
     letters: list[_Letter],
     ready: list[_Event],
-    outcomes: list[Any],
+    outcomes: list[Outcome],
     ends: list[MessageEnd],
 ) -> None:
     for x in letters:
@@ -258,14 +255,14 @@ def _count(
         _tally(ends[event.index], event, outcome)
 
 
-def _tally(end: MessageEnd, event: _Event, outcome: Any) -> None:
+def _tally(end: MessageEnd, event: _Event, outcome: Outcome) -> None:
     end.orders.add(event.order_id)
     end.counts[outcome.status if outcome.reason is None else f"dead_letter:{outcome.reason}"] += 1
     if outcome.decision is not None:
         end.counts[f"decision:{outcome.decision.outcome}"] += 1
 
 
-def _publish(batch: _Batch, outcomes: Iterable[Any]) -> None:
+def _publish(batch: _Batch, outcomes: Iterable[Outcome]) -> None:
     """Publish the decisions just committed; a failure here is the outbox relay's to mend
     (the messages' outcomes are committed: retrying them would apply nothing new)."""
     decisions = [o.decision for o in outcomes if o.decision is not None]
@@ -307,22 +304,17 @@ def _one(
     """One event or dead letter in its own transaction; `raw` goes back to retry if it fails."""
     runtime = batch.runtime
     try:
-        with transient_as_retryable():
-            outcomes = apply_events(
-                runtime.unit_of_work(),
-                [e.incoming for e in events],
-                runtime.now(),
-                letters=letters,
-                ended=ended,
-            )
-    except Retryable as exc:
-        _to_retry(end, raw, exc.cause, whole)
-        return
-    except ENVIRONMENTAL as exc:  # the servers, not the event: retried alone
-        _to_retry(end, raw, exc, whole)
-        return
+        outcomes = apply_events(
+            runtime.unit_of_work(),
+            [e.incoming for e in events],
+            runtime.now(),
+            letters=letters,
+            ended=ended,
+        )
     except Exception as exc:
-        if not events:  # even the dead letter cannot be written: keep the event
+        # Retried alone: a failure of the servers, not the event's, or a dead letter that
+        # cannot be written (the event is kept).
+        if not events or remedy(exc, alone=True) is not Remedy.DEAD_LETTER:
             _to_retry(end, raw, exc, whole)
             return
         log.exception("unexpected failure applying one event: dead-lettered")

@@ -20,7 +20,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import redis
 from celery import Celery, bootsteps
 from celery.app.trace import LOG_RECEIVED, LOG_RETRY, LOG_SUCCESS
 from celery.utils.imports import symbol_by_name
@@ -30,12 +29,12 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from kombu.asynchronous.timer import to_timestamp
 from orderfleet.worker import metrics, transport
 from orderfleet.worker.batch import MessageEnd, Received, apply_batch
+from orderfleet.worker.failures import unreachable
 from orderfleet.worker.outbox import mark_sent
 from orderfleet.worker.pipeline import dead_letter_all, events_of_message, queue_of
 from orderfleet.worker.retries import backoff_countdown
 from orderfleet.worker.routing import BATCH_TASK
 from orderfleet.worker.runtime import get_runtime
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("celery.app.trace")  # where Celery logs each task's end
@@ -173,7 +172,7 @@ class Flush:
             except Exception as exc:  # a bug of ours: nothing was committed, retry every message
                 log.exception("applying a batch failed; its messages are retried")
                 return [MessageEnd(whole=True, cause=exc) for _ in self.requests]
-            if pause is None or not all(end.whole and _unreachable(end.cause) for end in ends):
+            if pause is None or not all(end.whole and unreachable(end.cause) for end in ends):
                 return ends
             self.retried[f"retry:{type(ends[0].cause).__name__}"] += len(ends)
             log.warning(
@@ -257,15 +256,6 @@ class Flush:
     def _event(self, kind: str, **fields: Any) -> None:
         if self._events_on():
             self.consumer.event_dispatcher.send(kind, uuid=self.id, **fields)
-
-
-def _unreachable(cause: BaseException | None) -> bool:
-    """A Redis or PostgreSQL server that could not be reached (not a conflict, not a lock)."""
-    if isinstance(cause, redis.ConnectionError | redis.TimeoutError | ConnectionError):
-        return True
-    return isinstance(cause, DBAPIError) and (
-        cause.connection_invalidated or isinstance(cause, OperationalError | InterfaceError)
-    )
 
 
 def _log(line: str, request: Any, level: int = logging.INFO, **fields: Any) -> None:

@@ -10,10 +10,9 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerError
-from orderfleet.models import EmittedDecision
+from orderfleet.models import EmittedDecision, decision_payload
 from orderfleet.worker.routing import DECISION_TASKS, DECISIONS_QUEUE
 from orderfleet.worker.runtime import Runtime
-from orderfleet.worker.store import decision_payload
 
 log = logging.getLogger(__name__)
 

@@ -1,73 +1,22 @@
-"""What every message path shares: dead letters, and which failures are worth a retry.
+"""What every message path shares: dead letters, and the queue and events of a message.
 
 Every message ends applied, recorded as a duplicate, or in the dead letters with a reason;
-transient failures raise `Retryable` for the task layer to retry.
+a dead letter that meets a transient failure raises `Retryable` (worker/failures.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-import redis
 from orderfleet.models import raw_text
-from orderfleet.worker.locks import LockNotAcquired
+from orderfleet.worker.failures import transient_as_retryable
 from orderfleet.worker.routing import BATCH_TASK, event_order_id
 from orderfleet.worker.runtime import Runtime
-from orderfleet.worker.store import DeadLetter, VersionConflict
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from orderfleet.worker.service import Outcome
+from orderfleet.worker.store import DeadLetter
 
 log = logging.getLogger(__name__)
-
-TRANSIENT = (VersionConflict, LockNotAcquired, redis.ConnectionError, redis.TimeoutError)
-
-
-class Retryable(Exception):
-    """A transient failure: the same message may well succeed later."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-        super().__init__(f"{type(cause).__name__}: {cause}")
-
-
-@dataclass(frozen=True)
-class Handled:
-    """The end of one message: applied, duplicate, or dead_lettered (with a reason)."""
-
-    status: str
-    reason: str | None = None
-
-
-@contextmanager
-def transient_as_retryable() -> Iterator[None]:
-    """Raise Retryable for a transient failure: lock, version conflict, lost connection."""
-    try:
-        yield
-    except TRANSIENT as exc:
-        raise Retryable(exc) from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated or _is_transient_db_error(exc):
-            raise Retryable(exc) from exc
-        raise
-
-
-# Failures of the servers rather than of one event: an event that meets one is retried,
-# never dead-lettered as internal_error.
-ENVIRONMENTAL = (DBAPIError, redis.RedisError, OSError)
-# Connection failures, admin shutdowns, serialization failures and deadlocks, lock and
-# statement timeouts: the whole batch is retried.
-_TRANSIENT_CODES = ("08", "57P", "40", "55P03", "57014")
-
-
-def _is_transient_db_error(exc: DBAPIError) -> bool:
-    """Connection-level failures and the errors of a busy database are worth a retry."""
-    code = getattr(exc.orig, "pgcode", None) or ""
-    if not code and isinstance(exc, OperationalError | InterfaceError):  # no server answer
-        return True
-    return code.startswith(_TRANSIENT_CODES) or "server closed the connection" in str(exc)
 
 
 def queue_of(carrier: Any) -> str | None:
@@ -83,7 +32,7 @@ def dead_letter(
     message: Any,
     task_name: str | None,
     queue: str | None = None,
-) -> Handled:
+) -> Outcome:
     """Record a message that will not be applied, with why; it stays replayable.
 
     Raises Retryable when the database connection is lost, so the message is tried again
@@ -95,7 +44,7 @@ def dead_letter(
         uow.ledger.count_ends([queue])
         uow.commit()
     log.warning("dead letter (%s) from %s: %s", reason, task_name, error[:500])
-    return Handled("dead_lettered", reason)
+    return Outcome("dead_lettered", reason)
 
 
 def dead_letter_all(

@@ -11,6 +11,7 @@ from orderfleet.models import (
     EmittedDecision,
     Event,
     OrderState,
+    content_hash,
     converged_view,
     decide,
     decision_holds,
@@ -18,50 +19,50 @@ from orderfleet.models import (
     parse_event,
     project,
 )
-from orderfleet.models.wire import dumps, loads
-from orderfleet.worker.store import DeadLetter, EventLog, UnitOfWork, content_hash, stream_orders
+from orderfleet.models.wire import dumps
+from orderfleet.worker.store import DeadLetter, EventLog, UnitOfWork, stream_orders
 from sqlalchemy.orm import Session, sessionmaker
 
-Status = Literal["applied", "duplicate", "dead_lettered"]
+Status = Literal["applied", "duplicate", "dead_lettered", "recorded"]
 
 
 @dataclass(frozen=True)
-class ApplyOutcome:
-    """What became of one event."""
+class Outcome:
+    """How one event, decision delivery or message ended, as committed.
 
-    event_id: str
-    order_id: str
+    applied (with the decision it emitted, if any), duplicate, dead_lettered (with the reason),
+    or recorded (a decision delivered to the default decision tasks).
+    """
+
     status: Status
-    decision: EmittedDecision | None = None
     reason: str | None = None
+    decision: EmittedDecision | None = None
 
 
 @dataclass(frozen=True)
 class Incoming:
-    """A validated event and the raw object it came from (stored as received)."""
+    """A validated event and the object it came from, stored as received (None: an event not
+    received as an object; its wire form is stored)."""
 
     event: Event
-    raw: Any = None
+    raw: dict[str, Any] | None = None
     task_name: str | None = None
     queue: str | None = None  # where the message came from, for the message ledger
 
     @property
     def raw_object(self) -> dict[str, Any]:
-        if isinstance(self.raw, dict):
-            return self.raw
-        if isinstance(self.raw, str | bytes):
-            return loads(self.raw)
-        return self.event.to_wire()
+        """What the event log stores for this event (docs/design.md §1, unknown fields kept)."""
+        return self.event.to_wire() if self.raw is None else self.raw
 
 
 def apply_event(
     uow: UnitOfWork,
     event: Event,
     now: datetime,
-    raw: Any = None,
+    raw: dict[str, Any] | None = None,
     task_name: str | None = None,
     queue: str | None = None,
-) -> ApplyOutcome:
+) -> Outcome:
     """Apply one event: a batch of one."""
     return apply_events(uow, [Incoming(event, raw, task_name, queue)], now)[0]
 
@@ -73,11 +74,12 @@ def apply_events(
     *,
     letters: Sequence[DeadLetter] = (),
     ended: Iterable[str | None] | None = None,
-) -> list[ApplyOutcome]:
+) -> list[Outcome]:
     """Apply many events of many orders in one transaction, with the batch's dead letters.
 
     `ended` names the queue of every message this commit ends (default: one per event).
-    Raises VersionConflict, naming the orders another writer changed, to retry.
+    Returns the outcome of every event, in order. Raises VersionConflict, naming the orders
+    another writer changed, to retry.
     """
     with uow:
         firsts = _first_occurrences(batch)
@@ -96,7 +98,7 @@ def apply_events(
             uow.dead_letters.add(letter, now)
         uow.ledger.count_ends([item.queue for item in batch] if ended is None else ended)
         uow.commit()
-    return [_with_decision(outcome, decided) for outcome in outcomes]
+    return [_with_decision(i, o, decided) for i, o in zip(batch, outcomes, strict=True)]
 
 
 def _first_occurrences(batch: Sequence[Incoming]) -> dict[str, Incoming]:
@@ -122,15 +124,15 @@ def _classify(
     hashes: dict[str, str],
     new_ids: set[str],
     logged: dict[str, str],
-) -> ApplyOutcome:
+) -> Outcome:
     event = item.event
     first = firsts[event.event_id] is item
     if first and event.event_id in new_ids:
-        return ApplyOutcome(event.event_id, event.order_id, "applied")
+        return Outcome("applied")
     digest = hashes[event.event_id] if first else content_hash(event)
     if logged.get(event.event_id) == digest:
-        return ApplyOutcome(event.event_id, event.order_id, "duplicate")
-    return ApplyOutcome(event.event_id, event.order_id, "dead_lettered", reason="event_id_conflict")
+        return Outcome("duplicate")
+    return Outcome("dead_lettered", reason="event_id_conflict")
 
 
 def _fold(uow: UnitOfWork, fresh: list[Incoming], now: datetime) -> dict[str, EmittedDecision]:
@@ -150,10 +152,11 @@ def _fold(uow: UnitOfWork, fresh: list[Incoming], now: datetime) -> dict[str, Em
 
 
 def _record_rejects(
-    uow: UnitOfWork, batch: Sequence[Incoming], outcomes: list[ApplyOutcome], now: datetime
+    uow: UnitOfWork, batch: Sequence[Incoming], outcomes: list[Outcome], now: datetime
 ) -> None:
-    uow.events.count_redelivery(o.event_id for o in outcomes if o.status == "duplicate")
-    for item, outcome in zip(batch, outcomes, strict=True):
+    ended = list(zip(batch, outcomes, strict=True))
+    uow.events.count_redelivery(i.event.event_id for i, o in ended if o.status == "duplicate")
+    for item, outcome in ended:
         if outcome.status == "dead_lettered":
             uow.dead_letters.add(_conflict_letter(item), now)
 
@@ -169,11 +172,11 @@ def _conflict_letter(item: Incoming) -> DeadLetter:
     )
 
 
-def _with_decision(outcome: ApplyOutcome, decided: dict[str, EmittedDecision]) -> ApplyOutcome:
-    decision = decided.get(outcome.event_id) if outcome.status == "applied" else None
-    if decision is None:
-        return outcome
-    return ApplyOutcome(outcome.event_id, outcome.order_id, outcome.status, decision)
+def _with_decision(
+    item: Incoming, outcome: Outcome, decided: dict[str, EmittedDecision]
+) -> Outcome:
+    decision = decided.get(item.event.event_id) if outcome.status == "applied" else None
+    return outcome if decision is None else Outcome(outcome.status, decision=decision)
 
 
 def events_from_log(raws: Iterable[dict[str, Any]]) -> list[Event]:

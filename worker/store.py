@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orderfleet.models import EmittedDecision, Event, OrderState, content_of
+from orderfleet.models import EmittedDecision, Event, OrderState, decision_payload, storable_text
 from orderfleet.models.tables import (
     DeadLetterRow,
     DecisionDeliveryRow,
@@ -46,10 +45,6 @@ class DeadLetter:
     event_id: str | None = None
 
 
-def content_hash(event: Event) -> str:
-    return hashlib.sha256(content_of(event).encode("utf-8")).hexdigest()
-
-
 class EventLog:
     """Records distinct events; tells new ones from re-deliveries and id conflicts."""
 
@@ -58,9 +53,13 @@ class EventLog:
         self.redelivered: Counter[str] = Counter()
 
     def record(
-        self, events: Sequence[Event], raws: Sequence[Any], hashes: Sequence[str], now: datetime
+        self,
+        events: Sequence[Event],
+        raws: Sequence[dict[str, Any]],
+        hashes: Sequence[str],
+        now: datetime,
     ) -> tuple[set[str], dict[str, str]]:
-        """Insert the events not yet logged (with their content hashes).
+        """Insert the events not yet logged, each with the object to store and its content hash.
 
         Returns the new ids, and the hash the log held for each of the others (one written by
         a transaction that committed while this statement ran is not seen: `hashes` reads it).
@@ -101,13 +100,13 @@ class EventLog:
         return found
 
 
-def _event_row(event: Event, raw: Any, digest: str) -> dict[str, Any]:
+def _event_row(event: Event, raw: dict[str, Any], digest: str) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
         "order_id": event.order_id,
         "event_type": event.event_type,
         "event_at": event.timestamp,
-        "raw": raw if isinstance(raw, dict) else event.to_wire(),
+        "raw": raw,
         "content_hash": digest,
     }
 
@@ -372,11 +371,6 @@ class Outbox:
             self.session.execute(stmt.values(published_at=now))
 
 
-def decision_payload(decision: EmittedDecision) -> dict[str, Any]:
-    """The keyword argument `decision` of the decision tasks."""
-    return {"orderId": decision.order_id, **decision.to_document()}
-
-
 class DeadLetters:
     """Messages that could not be applied."""
 
@@ -398,11 +392,6 @@ class DeadLetters:
 
 
 MAX_DEAD_LETTER_RAW = 256 * 1024
-
-
-def storable_text(text: str) -> str:
-    """Text PostgreSQL accepts: lone surrogates escaped, NUL characters spelled out."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 def _capped(text: str) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 from orderfleet.models.tables import DeadLetterRow
-from orderfleet.worker.pipeline import Retryable, dead_letter
+from orderfleet.worker.failures import Retryable
+from orderfleet.worker.pipeline import dead_letter
 from sqlalchemy import Engine, create_engine, event, select, text
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
