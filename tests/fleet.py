@@ -20,6 +20,7 @@ from orderfleet.models.tables import DeadLetterRow, EventRow
 from orderfleet.worker.dev.lifeline import guarded_popen
 from orderfleet.worker.dev.processes import FleetProcess
 from orderfleet.worker.metrics import scrape
+from orderfleet.worker.servers import broker_url_of_redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,19 +39,12 @@ def run_orderfleet(
     )
 
 
-def broker_url_for(redis_url: str) -> str:
-    """Celery's form of a Redis URL (unix sockets are redis+socket:// for kombu)."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
-    return redis_url
-
-
 def fleet_env(database_url: str, redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLEET_")}
     env.update(
         {
             "ORDERFLEET_DATABASE_URL": database_url,
-            "ORDERFLEET_BROKER_URL": broker_url_for(redis_url),
+            "ORDERFLEET_BROKER_URL": broker_url_of_redis(redis_url),
             "ORDERFLEET_REDIS_URL": redis_url,
             "ORDERFLEET_BROKER_PREFIX": key_prefix,
             "ORDERFLEET_KEY_PREFIX": key_prefix,

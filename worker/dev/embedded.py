@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from orderfleet.worker.servers import broker_url_of_redis
 
 __all__ = [
     "EmbeddedServerError",
@@ -156,7 +157,7 @@ def redis_url(data_dir: Path) -> str:
 
 def broker_url(data_dir: Path) -> str:
     """Celery/kombu URL (``redis+socket://``) of the embedded Redis for data_dir; starts nothing."""
-    return f"redis+socket://{_paths(data_dir).redis_socket}"
+    return broker_url_of_redis(redis_url(data_dir))
 
 
 def database_url(data_dir: Path) -> str:
