@@ -10,13 +10,14 @@ from pathlib import Path
 import redis
 from orderfleet.worker import routing
 from orderfleet.worker.dev.processes import FleetProcess
+from orderfleet.worker.dev.scratch import delete_prefix
 from orderfleet.worker.metrics import scrape
 from sqlalchemy import Engine
 
 from bench import noop_app
 from bench.config import REPO_ROOT, BenchConfig
 from bench.procs import ResourceMonitor, Supervisor, server_pids
-from bench.servers import Servers, checkpoint, delete_prefix, truncate_all
+from bench.servers import Servers, checkpoint, truncate_all
 from bench.store import clear_except_store
 
 
