@@ -93,7 +93,7 @@ def _context(config: BenchConfig, servers: Servers) -> Iterator[Context]:
             try:
                 yield ctx
             finally:
-                ctx.supervisor.close()
+                ctx.supervisor.stop_all()
                 engine.dispose()
     finally:
         with contextlib.suppress(redis.RedisError):
