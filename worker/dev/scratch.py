@@ -30,25 +30,43 @@ def unique_id(length: int = 10) -> str:
 @contextlib.contextmanager
 def fresh_database(admin_url: str, name: str) -> Iterator[str]:
     """A new database `name` with orderfleet's schema; its URL. Dropped at the end."""
+    url = create_database(admin_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, name)
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create database `name` with orderfleet's schema; its URL (none is left half made)."""
+    with _admin(admin_url) as admin:
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:
+            raise DatabaseUnavailable(f"cannot create database {name}: {exc}") from exc
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        _migrate(url)
+    except BaseException:
+        drop_database(admin_url, name)
+        raise
+    return url
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop database `name`, forcing its sessions out."""
+    with _admin(admin_url) as admin, admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def _admin(admin_url: str) -> Iterator[Engine]:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
-        _create_database(admin, name)
-        try:
-            url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-            _migrate(url)
-            yield url
-        finally:
-            _drop_database(admin, name)
+        yield admin
     finally:
         admin.dispose()
-
-
-def _create_database(admin: Engine, name: str) -> None:
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        raise DatabaseUnavailable(f"cannot create database {name}: {exc}") from exc
 
 
 def _migrate(url: str) -> None:
@@ -57,11 +75,6 @@ def _migrate(url: str) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
-
-
-def _drop_database(admin: Engine, name: str) -> None:
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.contextmanager
