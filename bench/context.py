@@ -9,14 +9,14 @@ from pathlib import Path
 
 import redis
 from orderfleet.worker import routing
-from orderfleet.worker.dev.processes import FleetProcess
-from orderfleet.worker.metrics import scrape
+from orderfleet.worker.dev.processes import FleetProcess, Supervisor, tallies_of
+from orderfleet.worker.dev.scratch import delete_prefix
 from sqlalchemy import Engine
 
 from bench import noop_app
 from bench.config import REPO_ROOT, BenchConfig
-from bench.procs import ResourceMonitor, Supervisor, server_pids
-from bench.servers import Servers, checkpoint, delete_prefix, truncate_all
+from bench.procs import ResourceMonitor, server_pids
+from bench.servers import Servers, checkpoint, truncate_all
 from bench.store import clear_except_store
 
 
@@ -90,4 +90,4 @@ class Context:
 
     def stats(self, workers: Sequence[FleetProcess]) -> dict[str, int]:
         """The workers' tallies (applied, duplicate, retry:<cause>, ...) from their metrics."""
-        return scrape(url for url in (w.metrics_url() for w in workers) if url is not None)
+        return tallies_of(workers)

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orderfleet.models.tables import DeadLetterRow, EventRow
+from orderfleet.worker.dev.percentiles import latency_summary
 from orderfleet.worker.dev.processes import FleetProcess
+from orderfleet.worker.metrics import retries_by_cause
 from sqlalchemy import func, select
 
 from bench.context import Context
@@ -21,7 +23,6 @@ from bench.procs import (
     wait_quiet,
 )
 from bench.servers import BenchError
-from bench.stats import latency_summary
 
 POLL = 0.25
 SIZING_MARGIN = 1.3
@@ -74,11 +75,6 @@ def ended(stats: dict[str, int]) -> int:
     return sum(stats.get(name, 0) for name in STATUS_FIELDS)
 
 
-def retries(stats: dict[str, int]) -> dict[str, int]:
-    """The retry:<cause> tallies (version conflicts, lock timeouts, ...), by cause."""
-    return {k.removeprefix("retry:"): v for k, v in sorted(stats.items()) if k.startswith("retry:")}
-
-
 def run_throughput(ctx: Context, drain: Drain) -> dict[str, Any]:
     """Pre-enqueue the drain's backlog, start the workers, count the events ended in a window."""
     ctx.reset(keep_store=drain.keep_store)
@@ -111,8 +107,8 @@ def run_throughput(ctx: Context, drain: Drain) -> dict[str, Any]:
         **_per_event(usage(before, after, events, ctx.config.workers)),
         "worker_peak_rss_mb": round(peak, 1),
         "waited_for_quiet_s": waited,
-        "conflicts": sum(retries(stats_after).values()),
-        "retries_by_cause": retries(stats_after),
+        "conflicts": sum(retries_by_cause(stats_after).values()),
+        "retries_by_cause": retries_by_cause(stats_after),
         "duplicates": _duplicates(ctx),
         "dead_letters": _dead_letters(ctx),
     }
@@ -279,7 +275,7 @@ def run_latency(ctx: Context, rate: float, duration: float, name: str, seed: int
         **_per_event(usage(before, after, ended(stats), ctx.config.workers)),
         "worker_peak_rss_mb": round(peak, 1),
         "waited_for_quiet_s": waited,
-        "conflicts": sum(retries(stats).values()),
+        "conflicts": sum(retries_by_cause(stats).values()),
         "duplicates": _duplicates(ctx),
         "dead_letters": _dead_letters(ctx),
     }

@@ -47,7 +47,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +54,12 @@ from typing import Any
 
 import redis
 from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow
-from orderfleet.worker.db import driver_url, make_engine, session_factory, upgrade
-from orderfleet.worker.dev.processes import FleetProcess
+from orderfleet.worker.db import driver_url, make_engine, session_factory
+from orderfleet.worker.dev.processes import FleetProcess, Supervisor
+from orderfleet.worker.dev.scratch import create_database, delete_prefix, drop_database, unique_id
 from orderfleet.worker.routing import queue_name
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from orderfleet.worker.servers import broker_url_of_redis
+from sqlalchemy import func, select
 
 from bench.traffic import traffic
 
@@ -169,7 +169,7 @@ class Run:
     env: dict[str, str]
     client: redis.Redis
     started: float = field(default_factory=time.monotonic)
-    processes: list[FleetProcess] = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
     monitor: FleetProcess | None = None
 
     def left(self) -> float:
@@ -181,16 +181,9 @@ class Run:
 
 def open_run(args: argparse.Namespace) -> Run:
     admin_url, redis_url = server_urls(args)
-    run_id = uuid.uuid4().hex[:8]
+    run_id = unique_id(8)
     name = f"kills_{run_id}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    url = create_database(admin_url, name)
     prefix = f"{name}:"
     out = args.out or Path(f"/tmp/{name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +191,7 @@ def open_run(args: argparse.Namespace) -> Run:
     env.update(
         {
             "ORDERFLEET_DATABASE_URL": url,
-            "ORDERFLEET_BROKER_URL": redis_url,
+            "ORDERFLEET_BROKER_URL": broker_url_of_redis(redis_url),
             "ORDERFLEET_REDIS_URL": redis_url,
             "ORDERFLEET_BROKER_PREFIX": prefix,
             "ORDERFLEET_KEY_PREFIX": prefix,
@@ -218,21 +211,16 @@ def open_run(args: argparse.Namespace) -> Run:
 
 def close_run(run: Run) -> None:
     """Stop every process, delete the prefix's keys, drop the database; never raises."""
-    for process in [*run.processes, *([run.monitor] if run.monitor else [])]:
+    run.supervisor.stop_all()
+    if run.monitor:
         with contextlib.suppress(Exception):
-            process.stop(timeout=15)
+            run.monitor.stop(timeout=15)
     with contextlib.suppress(Exception):
-        keys = list(run.client.scan_iter(match=f"{run.prefix}*", count=1000))
-        for start in range(0, len(keys), 500):
-            run.client.delete(*keys[start : start + 500])
+        delete_prefix(run.client, run.prefix)
     with contextlib.suppress(Exception):
         run.client.close()
     with contextlib.suppress(Exception):
-        name = make_url(run.database_url).database
-        admin = create_engine(run.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(run.admin_url, f"kills_{run.run_id}")
 
 
 # --------------------------------------------------------------------------- backlog
@@ -325,12 +313,11 @@ def start_worker(run: Run, name: str, spec: str) -> FleetProcess:
         process = FleetProcess(
             name, ["worker", "--partitions", spec], run.env, run.out, command=worker_command(run)
         )
-        run.processes.append(process)
-        process.start()
+        run.supervisor.start(process)
         try:
             return process.wait_ready(timeout=min(60.0, max(5.0, run.left())))
         except RuntimeError as exc:
-            process.kill()
+            run.supervisor.kill([process])
             if attempt == START_ATTEMPTS or run.left() < START_RETRY_PAUSE + 30:
                 raise RunError(f"worker {name} does not start: {exc}") from None
             print(f"worker {name} did not start (attempt {attempt}); retrying", flush=True)
@@ -662,8 +649,7 @@ def execute(run: Run) -> dict[str, Any]:
     kills = kill_loop(run, rng)
     killing = time.monotonic() - began
     drained = drain(run)
-    for process in run.processes:
-        process.stop(timeout=20)
+    run.supervisor.stop(list(run.supervisor.processes))
     if run.monitor:
         time.sleep(0.5)
         run.monitor.stop(timeout=5)

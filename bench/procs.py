@@ -1,4 +1,4 @@
-"""Subprocesses of a bench run (workers, producers), supervised, and what they cost."""
+"""What the subprocesses of a bench run cost (CPU, memory), their commands and their logs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from orderfleet.worker.dev.processes import FleetProcess
 
-STOP_TIMEOUT = 20.0
 QUIET_PCT = 10.0
 ERROR_MARKS = ("ERROR", "CRITICAL", "Traceback")
 
@@ -26,42 +24,6 @@ def celery_command(app_module: str) -> list[str]:
 def module_command(module: str) -> list[str]:
     """`python -m module` with this interpreter."""
     return [sys.executable, "-m", module]
-
-
-class Supervisor:
-    """Every subprocess the bench starts, so that all are stopped whatever happens."""
-
-    def __init__(self) -> None:
-        self.processes: list[FleetProcess] = []
-
-    def start(self, process: FleetProcess) -> FleetProcess:
-        """Start one process and remember it."""
-        self.processes.append(process)
-        process.start()
-        return process
-
-    def start_ready(self, processes: Sequence[FleetProcess], timeout: float = 90.0) -> None:
-        """Start all, then wait until each one reports ready."""
-        for process in processes:
-            self.start(process)
-        for process in processes:
-            process.wait_ready(timeout)
-
-    def stop(self, processes: Sequence[FleetProcess]) -> None:
-        """Warm-stop these processes (SIGKILL after a timeout) and forget them."""
-        for process in processes:
-            process.stop(timeout=STOP_TIMEOUT)
-            with contextlib.suppress(ValueError):
-                self.processes.remove(process)
-
-    def close(self) -> None:
-        """Stop every process still running; never raises."""
-        for process in list(self.processes):
-            with contextlib.suppress(Exception):
-                process.stop(timeout=STOP_TIMEOUT)
-            with contextlib.suppress(Exception):
-                process.kill()
-        self.processes.clear()
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ import json
 from typing import Any
 
 from orderfleet.worker.dev.processes import FleetProcess
+from orderfleet.worker.dev.scratch import delete_prefix
 
 from bench.context import Context
 from bench.procs import module_command, wait_quiet
-from bench.servers import BenchError, delete_prefix
+from bench.servers import BenchError
 
 MODES = {"bulk": ["--bulk"], "per_event": [], "raw": ["--raw"]}
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 from orderfleet.worker.db import make_engine
+from orderfleet.worker.dev.scratch import delete_prefix, fresh_database, unique_id
 from rich.console import Console
 
 from bench.baseline import run_baseline
@@ -22,14 +23,7 @@ from bench.fleet import Drain, backlog_for, run_latency, run_throughput
 from bench.procs import log_errors
 from bench.publishing import run_producer
 from bench.report import machine_facts
-from bench.servers import (
-    Servers,
-    bench_servers,
-    delete_prefix,
-    fresh_database,
-    run_id,
-    server_versions,
-)
+from bench.servers import Servers, bench_servers, server_versions
 from bench.stats import median_of, median_or_zero
 from bench.store import prefill
 
@@ -88,7 +82,7 @@ def run(config: BenchConfig, argv: list[str], console: Console) -> dict[str, Any
 @contextlib.contextmanager
 def _context(config: BenchConfig, servers: Servers) -> Iterator[Context]:
     """A fresh database and Redis prefix for this run; processes and keys cleaned up after."""
-    rid = run_id()
+    rid = unique_id()
     prefix = f"orderfleet-bench:{rid}:"
     client = redis.Redis.from_url(servers.redis_url, socket_timeout=30)
     try:
@@ -99,7 +93,7 @@ def _context(config: BenchConfig, servers: Servers) -> Iterator[Context]:
             try:
                 yield ctx
             finally:
-                ctx.supervisor.close()
+                ctx.supervisor.stop_all()
                 engine.dispose()
     finally:
         with contextlib.suppress(redis.RedisError):

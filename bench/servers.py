@@ -1,25 +1,25 @@
 """The servers a bench run uses: embedded ones under a bench data dir, or ORDERFLEET_* URLs.
 
 Either way the run gets a fresh PostgreSQL database (dropped afterwards) and a unique Redis key
-prefix (its keys deleted afterwards), and only loopback hosts or unix sockets are accepted.
+prefix (its keys deleted afterwards; worker/dev/scratch.py), and only loopback hosts or unix
+sockets are accepted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
-from orderfleet.worker.db import driver_url, make_engine, upgrade
+from orderfleet.worker.db import driver_url
 from orderfleet.worker.dev import embedded
 from orderfleet.worker.dev.lifeline import lifeline
 from orderfleet.worker.servers import FLEET, Embedded, locks_url_of_broker, resolve_servers
 from orderfleet.worker.settings import load_settings
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -92,49 +92,6 @@ def bench_servers(data_dir: Path) -> Iterator[Servers]:
         if servers is None or servers.embedded_dir is not None:
             embedded.stop(data_dir)
         lifeline.release_data_dir(data_dir)
-
-
-def run_id() -> str:
-    """A short id naming this run's database and Redis prefix."""
-    return uuid.uuid4().hex[:10]
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str, name: str) -> Iterator[str]:
-    """A new database with orderfleet's schema, dropped (sessions forced out) at the end."""
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        try:
-            engine = make_engine(url)
-            upgrade(engine)
-            engine.dispose()
-            yield url
-        finally:
-            _drop_database(admin, name)
-    finally:
-        admin.dispose()
-
-
-def _drop_database(admin: Engine, name: str) -> None:
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> int:
-    """Delete every key under prefix; how many there were."""
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += client.delete(*batch)
-            batch = []
-    if batch:
-        deleted += client.delete(*batch)
-    return deleted
 
 
 def truncate_all(engine: Engine) -> None:

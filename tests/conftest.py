@@ -9,19 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from orderfleet.worker.db import driver_url, make_engine, session_factory, upgrade
+from orderfleet.worker.db import driver_url, make_engine, session_factory
+from orderfleet.worker.dev import scratch
 from orderfleet.worker.dev.lifeline import lifeline
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-RUN_ID = uuid.uuid4().hex[:10]
+RUN_ID = scratch.unique_id()
 KEEP_TMP = os.environ.get("ORDERFLEET_TEST_KEEP_TMP", "") == "1"  # logs of a failure, for a look
 
 
@@ -78,21 +77,11 @@ def server_database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def database_url(server_database_url: str) -> Iterator[str]:
     """A fresh database with the schema migrated, dropped after the run."""
-    name = f"orderfleet_test_{RUN_ID}"
-    admin = create_engine(server_database_url, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
+        with scratch.fresh_database(server_database_url, f"orderfleet_test_{RUN_ID}") as url:
+            yield url
+    except scratch.DatabaseUnavailable as exc:
         unavailable("PostgreSQL", exc)
-    url = make_url(server_database_url).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -135,10 +124,6 @@ def redis_server_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def key_prefix(redis_server_url: str) -> Iterator[str]:
     """A Redis key prefix of this test alone; its keys are deleted afterwards."""
-    prefix = f"orderfleet-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_server_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    prefix = f"orderfleet-test:{RUN_ID}:{scratch.unique_id(8)}:"
+    with scratch.fresh_prefix(redis_server_url, prefix):
+        yield prefix

@@ -17,9 +17,8 @@ from typing import Any
 
 import redis
 from orderfleet.models.tables import DeadLetterRow, EventRow
-from orderfleet.worker.dev.lifeline import guarded_popen
-from orderfleet.worker.dev.processes import FleetProcess
-from orderfleet.worker.metrics import scrape
+from orderfleet.worker.dev.processes import FleetProcess, Supervisor
+from orderfleet.worker.servers import broker_url_of_redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,19 +37,12 @@ def run_orderfleet(
     )
 
 
-def broker_url_for(redis_url: str) -> str:
-    """Celery's form of a Redis URL (unix sockets are redis+socket:// for kombu)."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
-    return redis_url
-
-
 def fleet_env(database_url: str, redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLEET_")}
     env.update(
         {
             "ORDERFLEET_DATABASE_URL": database_url,
-            "ORDERFLEET_BROKER_URL": broker_url_for(redis_url),
+            "ORDERFLEET_BROKER_URL": broker_url_of_redis(redis_url),
             "ORDERFLEET_REDIS_URL": redis_url,
             "ORDERFLEET_BROKER_PREFIX": key_prefix,
             "ORDERFLEET_KEY_PREFIX": key_prefix,
@@ -67,27 +59,28 @@ def fleet_env(database_url: str, redis_url: str, key_prefix: str, **extra: str) 
 
 
 class Fleet:
-    """Starts and stops orderfleet subprocesses; stops every one of them at the end."""
+    """The test's orderfleet subprocesses on one environment; every one stopped at the end."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
         self.log_dir = log_dir
-        self.processes: list[FleetProcess] = []
+        self.supervisor = Supervisor()
+
+    @property
+    def processes(self) -> list[FleetProcess]:
+        return self.supervisor.processes
 
     def start(self, name: str, *args: str, ready: bool = True) -> FleetProcess:
-        process = FleetProcess(name, list(args), self.env, self.log_dir).start()
-        self.processes.append(process)
+        process = self.supervisor.start(FleetProcess(name, list(args), self.env, self.log_dir))
         return process.wait_ready() if ready else process
 
     def tallies(self) -> dict[str, int]:
         """The fleet's tallies (applied, duplicate, retry:<cause>, ...) from its live processes'
         Prometheus metrics."""
-        urls = [p.metrics_url() for p in self.processes if p.alive()]
-        return scrape(url for url in urls if url is not None)
+        return self.supervisor.tallies()
 
     def stop_all(self) -> None:
-        for process in self.processes:
-            process.stop(timeout=20)
+        self.supervisor.stop_all()
 
     def publish(
         self, events: Iterable[dict[str, Any]], name: str, *options: str
@@ -100,13 +93,8 @@ class Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_dir / f"{name}.jsonl"
         path.write_text("".join(json.dumps(e) + "\n" for e in events))
-        log = (self.log_dir / f"{name}.log").open("wb")
-        return guarded_popen(
-            [sys.executable, "-m", "orderfleet.worker", "publish", *options, str(path)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        args = ["publish", *options, str(path)]
+        return self.supervisor.start(FleetProcess(name, args, self.env, self.log_dir)).popen
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from orderfleet.worker.servers import broker_url_of_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -45,13 +46,6 @@ ROW_LABELS = ["(a) no-op", "(b1) unbatched", "(b2) batched", "(b3) bulk", "ratio
 ROW_LABELS += ["(c) publish->commit p99", "(d) publish_many, bulk", "(d) per event / raw"]
 
 
-def broker_url_for(redis_url: str) -> str:
-    """kombu's form of a redis-py URL (unix sockets are redis+socket://)."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
-    return redis_url
-
-
 def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
     """This environment pointed at the test servers (the bench makes its own db and prefix)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLEET_")}
@@ -59,7 +53,7 @@ def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
         {
             "ORDERFLEET_DATABASE_URL": database_url,
             "ORDERFLEET_REDIS_URL": redis_url,
-            "ORDERFLEET_BROKER_URL": broker_url_for(redis_url),
+            "ORDERFLEET_BROKER_URL": broker_url_of_redis(redis_url),
         }
     )
     return env

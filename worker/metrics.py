@@ -77,6 +77,12 @@ def scrape(urls: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
     return dict(total)
 
 
+def retries_by_cause(counts: dict[str, int]) -> dict[str, int]:
+    """The retry:<cause> tallies (version conflicts, lock timeouts, ...), by cause."""
+    retry = "retry:"
+    return {k.removeprefix(retry): n for k, n in sorted(counts.items()) if k.startswith(retry)}
+
+
 def tallies(exposition: str) -> CounterOf[str]:
     """The tallies in one process's /metrics text."""
     found: CounterOf[str] = CounterOf()

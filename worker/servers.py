@@ -21,6 +21,7 @@ from orderfleet.worker.settings import Settings, SettingsError, env_name
 BROKER, LOCKS, DATABASE = "broker", "locks", "database"
 FLEET = (BROKER, LOCKS, DATABASE)
 _FIELD = {BROKER: "broker_url", LOCKS: "redis_url", DATABASE: "database_url"}
+REDIS_SOCKET, KOMBU_SOCKET = "unix://", "redis+socket://"  # a Redis unix socket, as each says
 
 
 class Embedded(StrEnum):
@@ -67,11 +68,18 @@ def locks_url_of_broker(broker_url: str | None) -> str | None:
     """redis-py's URL for a Redis broker (kombu's redis+socket:// is unix://); None otherwise."""
     if broker_url is None:
         return None
-    if broker_url.startswith("redis+socket://"):
-        return "unix://" + broker_url.removeprefix("redis+socket://")
-    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if broker_url.startswith(KOMBU_SOCKET):
+        return REDIS_SOCKET + broker_url.removeprefix(KOMBU_SOCKET)
+    if broker_url.startswith(("redis://", "rediss://", REDIS_SOCKET)):
         return broker_url
     return None
+
+
+def broker_url_of_redis(redis_url: str) -> str:
+    """kombu's URL for a redis-py URL (redis-py's unix:// is kombu's redis+socket://)."""
+    if redis_url.startswith(REDIS_SOCKET):
+        return KOMBU_SOCKET + redis_url.removeprefix(REDIS_SOCKET)
+    return redis_url
 
 
 def _configured(settings: Settings, needs: Collection[str]) -> Servers:

@@ -22,6 +22,7 @@ import redis
 from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker.dev import embedded
 from orderfleet.worker.dev.lifeline import guarded_popen
+from orderfleet.worker.metrics import retries_by_cause
 from orderfleet.worker.routing import queue_name
 from sqlalchemy import create_engine, func, select, text
 
@@ -178,8 +179,7 @@ def check(fleet: Fleet, *outs: Path) -> str:
 
 def retries(fleet: Fleet) -> dict[str, int]:
     """The retries of the fleet's live workers so far, by cause."""
-    stats = fleet.tallies()
-    return {k.removeprefix("retry:"): v for k, v in sorted(stats.items()) if k.startswith("retry:")}
+    return retries_by_cause(fleet.tallies())
 
 
 def logged_events(sessions) -> int:

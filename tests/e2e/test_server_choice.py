@@ -13,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 from orderfleet.worker.dev.lifeline import guarded_popen
+from orderfleet.worker.servers import broker_url_of_redis
 
-from tests.fleet import ORDERFLEET, broker_url_for
+from tests.fleet import ORDERFLEET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -49,7 +50,7 @@ def test_worker_with_a_broker_but_no_database_refuses_and_leaves_nothing(
     redis_server_url, tmp_path
 ):
     """A forgotten ORDERFLEET_DATABASE_URL is an error, never a private PostgreSQL."""
-    env = clean_env(ORDERFLEET_BROKER_URL=broker_url_for(redis_server_url))
+    env = clean_env(ORDERFLEET_BROKER_URL=broker_url_of_redis(redis_server_url))
     done = run([*ORDERFLEET, "worker", "--partitions", "0-1"], tmp_path, env)
     assert done.returncode == 2, done.stderr
     assert "ORDERFLEET_DATABASE_URL is not set, but ORDERFLEET_BROKER_URL is set" in done.stderr

@@ -18,10 +18,11 @@ from orderfleet.worker.batch import Received, apply_batch
 from orderfleet.worker.locks import LockNotAcquired
 from orderfleet.worker.outbox import mark_sent
 from orderfleet.worker.routing import BATCH_TASK, TASK_FOR_TYPE, queue_for
+from orderfleet.worker.servers import broker_url_of_redis
 from orderfleet.worker.store import OrderRepository, VersionConflict
 from sqlalchemy import func, select, text
 
-from tests.fleet import broker_url_for, order_traffic
+from tests.fleet import order_traffic
 from tests.unit.factories import wire
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -32,7 +33,7 @@ def app(redis_server_url, key_prefix) -> Iterator[Celery]:
     """A producer app on the test's key prefix (decisions are published here)."""
     app = Celery("test-batch", set_as_current=False)
     app.conf.update(
-        broker_url=broker_url_for(redis_server_url),
+        broker_url=broker_url_of_redis(redis_server_url),
         broker_transport_options={"global_keyprefix": key_prefix},
         task_serializer="json",
     )

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from orderfleet.worker.metrics import record_batch, scrape, serve, tallies
+from orderfleet.worker.metrics import record_batch, retries_by_cause, scrape, serve, tallies
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
 
@@ -50,3 +50,8 @@ def test_a_served_batch_is_scraped_and_processes_add_up():
     once = scrape([url])
     assert once["applied"] >= 3 and once["retry:VersionConflict"] >= 1
     assert scrape([url, url]) == {name: 2 * count for name, count in once.items()}
+
+
+def test_retries_by_cause_keeps_only_the_retry_tallies():
+    counts = {"applied": 7, "retry:VersionConflict": 2, "retry:LockNotAcquired": 3}
+    assert retries_by_cause(counts) == {"LockNotAcquired": 3, "VersionConflict": 2}

@@ -11,6 +11,7 @@ from orderfleet.worker.servers import (
     FLEET,
     Embedded,
     Servers,
+    broker_url_of_redis,
     locks_url_of_broker,
     resolve_servers,
 )
@@ -78,6 +79,19 @@ def test_attach_starts_nothing_when_no_embedded_server_runs(tmp_path):
 )
 def test_locks_url_of_broker(broker, locks):
     assert locks_url_of_broker(broker) == locks
+
+
+@pytest.mark.parametrize(
+    "redis_url, broker",
+    [
+        ("redis://h:6379/1", "redis://h:6379/1"),
+        ("rediss://h:6380/0", "rediss://h:6380/0"),
+        ("unix:///run/redis.sock", "redis+socket:///run/redis.sock"),
+    ],
+)
+def test_broker_url_of_redis_is_the_inverse_of_locks_url_of_broker(redis_url, broker):
+    assert broker_url_of_redis(redis_url) == broker
+    assert locks_url_of_broker(broker) == redis_url
 
 
 def test_environ_names_each_url_by_its_variable():

@@ -1,15 +1,16 @@
 """`orderfleet check FILE`: compare the store with the events a run says it published.
 
-FILE is JSON Lines of distinct valid events (what `orderfleet simulate --out` writes). Every
-order in it must be in the store, equal to the projection of its published events
-(`models.project`, compared with `worker.service.divergence`), and hold the decision invariant.
+FILE is JSON Lines of distinct valid events (what `orderfleet simulate --out` writes; the demo
+hands its events over with `published_events`). Every order in it must be in the store, equal
+to the projection of its published events (`models.project`, compared with
+`worker.service.divergence`), and hold the decision invariant.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,18 @@ def load_events(path: Path) -> dict[str, list[Event]]:
                 event = parse_event(line)
             except InvalidEvent as exc:
                 raise BadEventFile(f"{path}:{number}: {exc}") from None
+            by_order[event.order_id].append(event)
+    return dict(by_order)
+
+
+def published_events(
+    wires: Iterable[dict[str, Any]], event_ids: Collection[str]
+) -> dict[str, list[Event]]:
+    """The events of wires whose eventId is among those published, by orderId."""
+    by_order: dict[str, list[Event]] = defaultdict(list)
+    for wire in wires:
+        event = parse_event(wire)
+        if event.event_id in event_ids:
             by_order[event.order_id].append(event)
     return dict(by_order)
 

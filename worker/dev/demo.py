@@ -1,5 +1,9 @@
 """`orderfleet demo`: a whole fleet on this machine, simulated traffic, a summary, a clean exit.
 
+The fleet runs under a Supervisor (worker/dev/processes.py), the traffic is planned and sent by
+worker/dev/simulate.py, the store is compared with what was sent by worker/dev/check.py, and
+the retries come from the workers' Prometheus metrics.
+
 With no ORDERFLEET_* URLs it runs on the embedded Redis and PostgreSQL (started here and
 stopped at the end unless they already ran or --keep-running); with URLs it uses those servers
 and never stops them. It truncates nothing: every order of a run has a run-unique id prefix,
@@ -9,11 +13,9 @@ and everything it counts (events, dead letters, decisions, divergences) is this 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,10 +29,14 @@ from orderfleet.models.tables import (
     OrderRow,
     OutboxRow,
 )
+from orderfleet.worker.dev.check import check_orders, published_events
 from orderfleet.worker.dev.lifeline import lifeline
-from orderfleet.worker.dev.processes import FleetProcess
-from orderfleet.worker.dev.workload import Workload, generate
-from orderfleet.worker.metrics import scrape
+from orderfleet.worker.dev.percentiles import latency_summary
+from orderfleet.worker.dev.processes import FleetProcess, Supervisor
+from orderfleet.worker.dev.scratch import unique_id
+from orderfleet.worker.dev.simulate import Send, SimulateOptions, plan, produce
+from orderfleet.worker.dev.workload import Workload
+from orderfleet.worker.metrics import retries_by_cause
 from orderfleet.worker.servers import FLEET as FLEET_SERVERS
 from orderfleet.worker.servers import Embedded, resolve_servers
 from orderfleet.worker.settings import Settings, SettingsError, load_settings, redact
@@ -49,6 +55,8 @@ FLEET = (
 PUBLISH_CHUNK = 500
 POLL = 0.25
 STALL_AFTER = 90.0  # seconds without a single message ending before the demo gives up
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
 DECISIONS_WAIT = 30.0
 DUPLICATE_RATE = 0.3
 INVALID_RATE = 0.002
@@ -84,7 +92,7 @@ class Report:
     decisions: int = 0
     corrections: int = 0
     delivered: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
     checked: int = 0
     divergent: list[str] = field(default_factory=list)
     missing: int = 0
@@ -102,13 +110,13 @@ def run_demo(orders: int, keep_running: bool) -> int:
         return 2
     settings = load_settings()
     servers = Servers.plan(settings)
-    fleet: list[FleetProcess] = []
+    supervisor = Supervisor(stop_timeout=STOP_TIMEOUT)
     leave_running = False
     with _terminate_as_interrupt():
         try:
             servers.start(console)
-            _start_fleet(servers.data_dir, console, fleet)
-            report = _run(orders, console, fleet)
+            _start_fleet(supervisor, servers.data_dir, console)
+            report = _run(orders, console, supervisor)
             _print_report(console, report)
             leave_running = keep_running
             return 0 if report.ok else 1
@@ -127,10 +135,11 @@ def run_demo(orders: int, keep_running: bool) -> int:
             return 1
         finally:
             if leave_running:
-                _hand_over(fleet, servers)
+                fleet = supervisor.hand_over()
+                lifeline.release_data_dir(servers.data_dir)
                 _print_still_running(console, settings, fleet, servers)
             else:
-                _stop_fleet(fleet)
+                supervisor.stop_all()
                 _close_clients()
                 servers.stop(console)
                 lifeline.release_data_dir(servers.data_dir)
@@ -201,39 +210,18 @@ class Servers:
             console.print("embedded servers that ran before the demo are left running")
 
 
-def _start_fleet(data_dir: Path, console: Console, fleet: list[FleetProcess]) -> None:
-    """Two partition workers, the decisions worker and beat (appended as started), all ready."""
+def _start_fleet(supervisor: Supervisor, data_dir: Path, console: Console) -> None:
+    """Two partition workers, the decisions worker and beat, all ready."""
     log_dir = data_dir / "logs"
     env = {**os.environ, "ORDERFLEET_DATA_DIR": str(data_dir)}
-    for name, args in FLEET:
+    for name, _ in FLEET:
         (log_dir / f"{name}.log").unlink(missing_ok=True)  # a fresh log per run
-        fleet.append(FleetProcess(name, args, env, log_dir).start())
+    fleet = [FleetProcess(name, args, env, log_dir) for name, args in FLEET]
     with console.status("starting 2 partition workers, the decisions worker and beat..."):
-        for process in fleet:
-            process.wait_ready(timeout=90)
+        supervisor.start_ready(fleet, timeout=READY_TIMEOUT)
     for process in fleet:
         console.print(f"  {process.name:<10} pid {process.pid:<8} {' '.join(process.args)}")
     console.print(f"logs in {log_dir}", markup=False)
-
-
-def _stop_fleet(fleet: Sequence[FleetProcess], timeout: float = 30.0) -> None:
-    """SIGTERM every process group at once (warm shutdown), then wait; SIGKILL stragglers."""
-    for process in fleet:
-        if process.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in fleet:
-        while process.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.kill()
-
-
-def _hand_over(fleet: Sequence[FleetProcess], servers: Servers) -> None:
-    """--keep-running: the fleet and the embedded servers outlive the demo."""
-    for process in fleet:
-        process.hand_over()
-    lifeline.release_data_dir(servers.data_dir)
 
 
 def _close_clients() -> None:
@@ -265,44 +253,45 @@ def _print_still_running(
 # --------------------------------------------------------------------------- the run
 
 
-def _run(orders: int, console: Console, fleet: Sequence[FleetProcess]) -> Report:
-    """Publish a workload, wait until every message ended, gather the report."""
+def _run(orders: int, console: Console, supervisor: Supervisor) -> Report:
+    """Send a simulated workload, wait until every message ended, check, gather the report."""
     from orderfleet.worker.runtime import get_runtime
 
     runtime = get_runtime()
-    prefix = f"demo-{uuid.uuid4().hex[:8]}-"
-    workload = generate(
-        orders,
-        seed=int(time.time()),
+    prefix = f"demo-{unique_id(8)}-"
+    options = SimulateOptions(
+        orders=orders,
         duplicate_rate=DUPLICATE_RATE,
         invalid_rate=INVALID_RATE,
+        seed=int(time.time()),
         prefix=prefix,
     )
+    workload, sends = plan(options)
     console.print(
         f"run {prefix[:-1]}: {orders:,} orders, {len(workload.distinct):,} distinct events, "
-        f"{len(workload.deliveries):,} messages ({workload.duplicates:,} re-deliveries, "
+        f"{len(sends):,} messages ({workload.duplicates:,} re-deliveries, "
         f"{len(workload.invalid):,} invalid), shuffled across and within orders"
     )
-    stats_before = _tallies(fleet)
+    tallies_before = supervisor.tallies()
     began = time.monotonic()
     with _progress(console) as progress:
-        published = _publish(workload, progress)
-        drained, ledger = _drain(runtime.sessions, prefix, len(workload.deliveries), progress)
+        published = _send(sends, progress)
+        drained, ledger = _drain(runtime.sessions, prefix, len(sends), progress)
     seconds = time.monotonic() - began
-    stats_after = _tallies(fleet)
+    tallies_after = supervisor.tallies()
     _wait_for_decisions(runtime.sessions, prefix, console)
     report = Report(
         orders=orders,
-        sent=len(workload.deliveries),
+        sent=len(sends),
         duplicates_sent=workload.duplicates,
         invalid_sent=len(workload.invalid),
         drained=drained,
         drain_seconds=seconds,
         ledger=ledger,
-        retries=_retries(stats_before, stats_after),
+        retries=_retries(tallies_before, tallies_after),
     )
     _gather(runtime.sessions, prefix, published, report)
-    _verify(runtime.sessions, workload.order_ids, report)
+    _check(runtime.sessions, workload, published, report)
     return report
 
 
@@ -317,33 +306,20 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _publish(workload: Workload, progress: Progress) -> dict[str, datetime]:
-    """Send every delivery in arrival order; when each event id was first sent (UTC)."""
-    from orderfleet import publish_many
-
-    invalid_ids = {wire["eventId"] for wire in workload.invalid}
-    task = progress.add_task("publish", total=len(workload.deliveries), detail="")
+def _send(sends: list[Send], progress: Progress) -> dict[str, datetime]:
+    """Send every message in arrival order, a chunk at a time through simulate's producer
+    (as fast as it can); when each event id was first sent (UTC)."""
+    task = progress.add_task("publish", total=len(sends), detail="")
     sent: dict[str, datetime] = {}
-    for start in range(0, len(workload.deliveries), PUBLISH_CHUNK):
-        chunk = workload.deliveries[start : start + PUBLISH_CHUNK]
+    for start in range(0, len(sends), PUBLISH_CHUNK):
         now = datetime.now(UTC)
-        valid = [w for w in chunk if w.get("eventId") not in invalid_ids]
-        for receipt in publish_many(valid, bulk=False):  # per-event, like the services
-            sent.setdefault(receipt.event_id, now)
-        for wire in chunk:
-            if wire.get("eventId") in invalid_ids:
-                _send_invalid(wire)
-        progress.advance(task, len(chunk))
+        produced = produce(sends[start : start + PUBLISH_CHUNK], 0.0, 0.0)
+        if produced.error is not None:
+            raise RuntimeError(f"publishing failed: {produced.error}")
+        for event_id in produced.event_ids:
+            sent.setdefault(event_id, now)
+        progress.advance(task, produced.sent)
     return sent
-
-
-def _send_invalid(wire: dict[str, Any]) -> None:
-    """Send a broken event as a careless producer would: by task name, unvalidated."""
-    from orderfleet.worker.celery_app import app
-    from orderfleet.worker.routing import TASK_FOR_TYPE
-
-    name = TASK_FOR_TYPE.get(wire.get("eventType"), TASK_FOR_TYPE["OrderCreated"])
-    app.send_task(name, kwargs={"event": wire})
 
 
 def _drain(
@@ -403,17 +379,10 @@ def _decision_counts(sessions: sessionmaker[Session], prefix: str) -> tuple[int,
     return int(emitted or 0), int(delivered or 0)
 
 
-def _tallies(fleet: Sequence[FleetProcess]) -> dict[str, int]:
-    """The fleet's tallies, from its live processes' Prometheus metrics."""
-    urls = [p.metrics_url() for p in fleet if p.alive()]
-    return scrape(url for url in urls if url is not None)
-
-
 def _retries(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """Retries scheduled during the run, by cause (the counters are cumulative)."""
-    causes = {k for k in after if k.startswith("retry:")}
-    counts = {k.removeprefix("retry:"): after[k] - before.get(k, 0) for k in causes}
-    return {cause: n for cause, n in sorted(counts.items()) if n}
+    during = retries_by_cause({k: n - before.get(k, 0) for k, n in after.items()})
+    return {cause: n for cause, n in during.items() if n}
 
 
 # --------------------------------------------------------------------------- the report
@@ -453,35 +422,25 @@ def _gather(
             select(EventRow.event_id, EventRow.received_at).where(EventRow.order_id.like(like))
         ).all()
     report.decisions, report.delivered = _decision_counts(sessions, prefix)
-    report.latencies = sorted(
-        (at - published[eid]).total_seconds() for eid, at in received if eid in published
+    report.latency_ms = latency_summary(
+        [(at - published[eid]).total_seconds() for eid, at in received if eid in published]
     )
 
 
-def _verify(sessions: sessionmaker[Session], order_ids: list[str], report: Report) -> None:
-    """The verify of docs/design.md §2, for this run's orders: each stored state equals its log's
-    projection."""
-    from orderfleet.worker.service import divergence, events_from_log
-    from orderfleet.worker.store import EventLog, OrderRepository
-
-    for start in range(0, len(order_ids), 500):
-        page = order_ids[start : start + 500]
-        with sessions() as s:
-            states = OrderRepository(s).get_many(page)
-            raws = EventLog(s).raw_events_of(list(states))
-        report.missing += len(page) - len(states)
-        for order_id, state in states.items():
-            report.checked += 1
-            found = divergence(state, events_from_log(raws[order_id]))
-            if found is not None:
-                report.divergent.append(f"{order_id} ({', '.join(found.fields)})")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    """The nearest-rank percentile of sorted values."""
-    if not values:
-        return float("nan")
-    return values[max(1, math.ceil(len(values) * q)) - 1]
+def _check(
+    sessions: sessionmaker[Session],
+    workload: Workload,
+    published: dict[str, datetime],
+    report: Report,
+) -> None:
+    """`orderfleet check` for this run: every order as the events it was sent says it is."""
+    events = published_events(workload.distinct, published)
+    report.checked = len(events)
+    for finding in check_orders(sessions, events):
+        if finding.missing:
+            report.missing += 1
+        else:
+            report.divergent.append(f"{finding.order_id} ({', '.join(finding.fields)})")
 
 
 def _print_report(console: Console, report: Report) -> None:
@@ -511,7 +470,6 @@ def _orders_table(report: Report) -> Table:
 
 def _run_table(report: Report) -> Table:
     led = report.ledger
-    lat = report.latencies
     table = Table(
         title="the run",
         caption="latency includes the wait in the queue behind the whole published backlog",
@@ -529,13 +487,17 @@ def _run_table(report: Report) -> Table:
         ("corrections emitted", f"{report.corrections:,}"),
         ("drain time", f"{report.drain_seconds:.1f} s"),
         ("events/s", f"{led.deliveries / report.drain_seconds:,.0f}"),
-        ("publish->commit p50", f"{_percentile(lat, 0.50) * 1000:,.0f} ms"),
-        ("publish->commit p99", f"{_percentile(lat, 0.99) * 1000:,.0f} ms"),
+        ("publish->commit p50", _latency_text(report.latency_ms, "p50_ms")),
+        ("publish->commit p99", _latency_text(report.latency_ms, "p99_ms")),
         ("verify", f"{len(report.divergent)} divergent orders ({report.checked:,} checked)"),
     ]
     for what, value in rows:
         table.add_row(what, value)
     return table
+
+
+def _latency_text(summary: dict[str, float], key: str) -> str:
+    return f"{summary[key]:,.0f} ms" if summary.get("count") else "-"
 
 
 def _retry_text(retries: dict[str, int]) -> str:

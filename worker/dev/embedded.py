@@ -58,6 +58,7 @@ from types import ModuleType
 
 import psutil
 import redis
+from orderfleet.worker.servers import broker_url_of_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -167,7 +168,7 @@ def redis_url(data_dir: Path) -> str:
 
 def broker_url(data_dir: Path) -> str:
     """Celery/kombu URL (``redis+socket://``) of the embedded Redis for data_dir; starts nothing."""
-    return f"redis+socket://{_paths(data_dir).redis_socket}"
+    return broker_url_of_redis(redis_url(data_dir))
 
 
 def database_url(data_dir: Path) -> str:

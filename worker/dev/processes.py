@@ -1,6 +1,7 @@
-"""Fleet processes (workers, beat) as supervised subprocesses, for the demo and the tests.
+"""Fleet processes (workers, beat, producers) as supervised subprocesses: demo, bench, tests.
 
-Each runs in a process group of its own and dies with its starter (worker/dev/lifeline.py).
+Each runs in a process group of its own and dies with its starter (worker/dev/lifeline.py); a
+Supervisor remembers what it started and stops all of it, whatever happens.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from orderfleet.worker.dev.lifeline import lifeline
+from orderfleet.worker.metrics import scrape
 
 ORDERFLEET_COMMAND = (sys.executable, "-m", "orderfleet.worker")
+STOP_TIMEOUT = 20.0  # seconds a warm shutdown may take before SIGKILL
+READY_TIMEOUT = 90.0
 
 
 class FleetProcess:
@@ -61,9 +65,13 @@ class FleetProcess:
         lifeline.release_group(self.pid)
 
     @property
-    def pid(self) -> int:
+    def popen(self) -> subprocess.Popen[bytes]:
         assert self.process is not None, f"{self.name} was never started"
-        return self.process.pid
+        return self.process
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -103,12 +111,17 @@ class FleetProcess:
         self._release()
         return code
 
+    def terminate(self) -> None:
+        """Begin a warm shutdown (SIGTERM: finish or re-queue the message in hand)."""
+        if self.alive():
+            self._signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 30.0) -> int | None:
         """Warm shutdown (SIGTERM: finish or re-queue the message in hand), then SIGKILL."""
         if not self.alive():
             self._release()
             return None if self.process is None else self.process.returncode
-        self._signal(signal.SIGTERM)
+        self.terminate()
         try:
             code = self.process.wait(timeout)  # type: ignore[union-attr]
         except subprocess.TimeoutExpired:
@@ -134,3 +147,69 @@ class FleetProcess:
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
+
+
+class Supervisor:
+    """Every process it starts, so that all of them are stopped whatever happens."""
+
+    def __init__(self, stop_timeout: float = STOP_TIMEOUT) -> None:
+        self.stop_timeout = stop_timeout
+        self.processes: list[FleetProcess] = []
+
+    def start(self, process: FleetProcess) -> FleetProcess:
+        """Start one process and remember it."""
+        self.processes.append(process)
+        return process.start()
+
+    def start_ready(
+        self, processes: Sequence[FleetProcess], timeout: float = READY_TIMEOUT
+    ) -> list[FleetProcess]:
+        """Start all, then wait until each one reports ready."""
+        for process in processes:
+            self.start(process)
+        return [process.wait_ready(timeout) for process in processes]
+
+    def stop(self, processes: Sequence[FleetProcess]) -> None:
+        """Warm-stop these processes together (SIGKILL after the timeout) and forget them."""
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + self.stop_timeout
+        for process in processes:
+            process.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self._forget(processes)
+
+    def kill(self, processes: Sequence[FleetProcess]) -> None:
+        """SIGKILL these processes, as a crash would, and forget them."""
+        for process in processes:
+            process.kill()
+        self._forget(processes)
+
+    def stop_all(self) -> None:
+        """Stop every process still remembered (SIGKILL if that fails); never raises."""
+        running = list(self.processes)
+        with contextlib.suppress(Exception):
+            self.stop(running)
+        with contextlib.suppress(Exception):
+            self.kill(running)
+        self.processes.clear()
+
+    def hand_over(self) -> list[FleetProcess]:
+        """Let every process outlive its starter, forgotten here (demo --keep-running)."""
+        handed, self.processes = self.processes, []
+        for process in handed:
+            process.hand_over()
+        return handed
+
+    def tallies(self) -> dict[str, int]:
+        """The tallies of the live processes (applied, duplicate, retry:<cause>, ...)."""
+        return tallies_of(p for p in self.processes if p.alive())
+
+    def _forget(self, processes: Sequence[FleetProcess]) -> None:
+        gone = {id(process) for process in processes}
+        self.processes = [p for p in self.processes if id(p) not in gone]
+
+
+def tallies_of(processes: Iterable[FleetProcess]) -> dict[str, int]:
+    """The tallies summed over these processes' Prometheus metrics (applied, duplicate,
+    retry:<cause>, ...); a process that serves none yet counts nothing."""
+    return scrape(url for url in (p.metrics_url() for p in processes) if url is not None)
