@@ -1,10 +1,10 @@
 """`orderfleet simulate`: publish a seeded workload at a bounded rate from K producer processes.
 
 The events come from worker/dev/workload.py (out of order, duplicated, a few invalid). Valid
-events go through `tasks.publish_many`; invalid ones are sent by task name, unvalidated, as a
-careless producer would. A share of the messages is held back when its turn comes and published
-`late_delay` seconds later. The distinct valid events published can be written as JSON Lines,
-so `orderfleet check` can compare the store with them afterwards.
+events go through `tasks.publish_many`, invalid ones through `tasks.send_raw` (unvalidated, as
+a careless producer sends them). A share of the messages is held back when its turn comes and
+published `late_delay` seconds later. The distinct valid events published can be written as
+JSON Lines, so `orderfleet check` can compare the store with them afterwards.
 
 The workload is a function of the seed and the prefix: the generator is seeded with both, so
 two runs with other prefixes never share an eventId (which would be an id conflict).
@@ -330,8 +330,8 @@ def _step(queue: _Queue, pacer: Pacer, report: ProducerReport) -> None:
 
 
 def _send_batch(batch: list[Send], report: ProducerReport) -> None:
-    """Valid events through publish_many, invalid ones by task name."""
-    from orderfleet import publish_many
+    """Valid events through publish_many, invalid ones as they are through send_raw."""
+    from orderfleet.tasks.producer import publish_many, send_raw
 
     def retried(exc: Exception, attempt: int) -> None:
         report.publish_retries += 1
@@ -344,29 +344,8 @@ def _send_batch(batch: list[Send], report: ProducerReport) -> None:
         report.valid += len(valid)
     for send in batch:
         if send.invalid:
-            _send_invalid(send.wire, report)
+            send_raw(send.wire, retry_policy=PUBLISH_RETRY, on_retry=retried)
             report.invalid += 1
-
-
-def _send_invalid(wire: Wire, report: ProducerReport) -> None:
-    """Send a broken event by task name, unvalidated; retried while the broker is away."""
-    from kombu.exceptions import OperationalError
-    from kombu.utils.functional import retry_over_time
-    from orderfleet.worker.celery_app import app
-    from orderfleet.worker.routing import TASK_FOR_TYPE
-
-    name = TASK_FOR_TYPE.get(wire.get("eventType"), TASK_FOR_TYPE["OrderCreated"])
-
-    def errback(exc: Exception, intervals: Any, retries: int) -> float:
-        report.publish_retries += 1
-        return next(intervals)
-
-    retry_over_time(
-        lambda: app.send_task(name, kwargs={"event": wire}),
-        (OperationalError,),
-        errback=errback,
-        **PUBLISH_RETRY,
-    )
 
 
 def _close_broker() -> None:
