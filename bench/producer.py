@@ -8,6 +8,8 @@ as JSON to --out, t being the wall-clock time (time.time()) just before the publ
   rate     --rate events/s for --duration seconds (open loop: late sends are not skipped),
            what is due published in one call per tick of at least 2 ms.
 
+The rate mode is paced by worker/dev/pacing.py.
+
 A third, `speed`, publishes --messages events once and writes {"events", "messages",
 "seconds"}: with publish_many (bulk or per event), or (--raw) as a pipelined send_task loop over
 the same pre-built messages. It reads orderfleet's settings (ORDERFLEET_BROKER_URL, ...) from
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.traffic import traffic
+from orderfleet.worker.dev.pacing import Pacer
 
 BATCH = 1000
-TICK = 0.002  # seconds: the paced producer's shortest pause between publish calls
 Publish = Callable[[list[dict[str, Any]]], int]
 
 
@@ -48,21 +49,20 @@ def publish_backlog(
 def publish_at_rate(
     events: list[dict[str, Any]], rate: float, publish: Publish, deadline: float
 ) -> tuple[dict[str, float], int, int]:
-    """Publish event k at start + k/rate, until deadline: what is due, in one call per tick of at
-    least TICK seconds, as a busy service publishes. A call costs about 230 us besides its
-    events: calls of 1.6 events on average took the producer to 260 us per event, a core at
-    3,500 events/s, taken from the fleet it measures."""
+    """Publish event k at start + k/rate, until deadline: what is due in one call per pause of
+    the pacer (worker/dev/pacing.py, at least its TICK). Open loop: no burst bound, so a late
+    send is not skipped."""
     stamps: dict[str, float] = {}
+    pacer = Pacer(rate, burst=None)
     start = time.monotonic()
     sent = messages = 0
     while sent < len(events) and time.monotonic() - start < deadline:
-        due = min(len(events), math.floor((time.monotonic() - start) * rate) + 1)
-        if due > sent:
-            batch = events[sent:due]
+        batch = events[sent : sent + pacer.grant(len(events) - sent)]
+        if batch:
             _stamp(stamps, batch, time.time())
             messages += publish(batch)
-            sent = due
-        time.sleep(min(0.05, max(TICK, start + sent / rate - time.monotonic())))
+            sent += len(batch)
+        pacer.pause()
     return stamps, sent, messages
 
 
