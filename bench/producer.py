@@ -8,7 +8,8 @@ as JSON to --out, t being the wall-clock time (time.time()) just before the publ
   rate     --rate events/s for --duration seconds (open loop: late sends are not skipped),
            what is due published in one call per tick of at least 2 ms.
 
-The rate mode is paced by worker/dev/pacing.py.
+The traffic is worker/dev/workload.py's bench profile (`bench_traffic`), paced by
+worker/dev/pacing.py.
 
 A third, `speed`, publishes --messages events once and writes {"events", "messages",
 "seconds"}: with publish_many (bulk or per event), or (--raw) as a pipelined send_task loop over
@@ -26,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.traffic import traffic
 from orderfleet.worker.dev.pacing import Pacer
+from orderfleet.worker.dev.workload import bench_traffic
 
 BATCH = 1000
 Publish = Callable[[list[dict[str, Any]]], int]
@@ -129,7 +130,7 @@ def send_raw(sends: list[tuple[str, str, dict[str, Any]]]) -> int:
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     """Publish --messages events in one call (or the raw loop); events, messages, seconds."""
-    events = traffic(args.messages, args.seed, args.tag)
+    events = bench_traffic(args.messages, args.seed, args.tag)
     if args.raw:
         sends = raw_sends(events)
         began = time.perf_counter()
@@ -152,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     publish = publisher(args.bulk)
     if args.mode == "backlog":
-        events = traffic(args.messages, args.seed, args.tag)[args.shard :: args.shards]
+        events = bench_traffic(args.messages, args.seed, args.tag)[args.shard :: args.shards]
         began = time.perf_counter()
         stamps, messages = publish_backlog(events, publish, args.chunk)
         published = len(events)
     else:
-        events = traffic(round(args.rate * args.duration), args.seed, args.tag)
+        events = bench_traffic(round(args.rate * args.duration), args.seed, args.tag)
         began = time.perf_counter()
         stamps, published, messages = publish_at_rate(
             events, args.rate, publish, args.duration * 1.5 + 5
