@@ -215,33 +215,42 @@ def _send(app: Celery, producer: Any, event: Event, partition: int) -> PublishRe
     task_name = TASK_FOR_TYPE[event.event_type]
     queue = queue_name(partition)
     shown = {"eventType": event.event_type, "orderId": event.order_id, "eventId": event.event_id}
-    result = app.send_task(
-        task_name,
-        kwargs={"event": event.to_wire()},
-        queue=queue,
-        routing_key=queue,
-        producer=producer,
-        declare=[],  # declared by _declare
-        retry=False,  # retried by publish_many's policy
-        argsrepr="()",
-        kwargsrepr=repr({"event": shown}),  # what Flower lists; Celery's repr is costly
-    )
+    kwargs = {"event": event.to_wire()}
+    task_id = _message(app, producer, task_name, queue, kwargs, repr({"event": shown}))
     return PublishReceipt(
-        event.event_id, event.order_id, event.event_type, task_name, partition, queue, result.id
+        event.event_id, event.order_id, event.event_type, task_name, partition, queue, task_id
     )
 
 
 def _send_raw(app: Celery, name: str, queue: str, wire: dict[str, Any]) -> RawReceipt:
     with _sending(app, 1) as producer:
-        result = app.send_task(
-            name,
-            kwargs={"event": wire},
-            queue=queue,
-            routing_key=queue,
-            producer=producer,
-            retry=False,  # retried by send_raw's policy
-        )
-    return RawReceipt(name, queue, result.id)
+        producer.maybe_declare(app.amqp.queues[queue])
+        task_id = _message(app, producer, name, queue, {"event": wire}, None)
+    return RawReceipt(name, queue, task_id)
+
+
+def _message(
+    app: Celery,
+    producer: Any,
+    task_name: str,
+    queue: str,
+    kwargs: dict[str, Any],
+    shown: str | None,
+) -> str:
+    """Send one message on a declared queue; its task id. `shown` is what Flower lists of its
+    kwargs (Celery's repr is costly; None: that repr)."""
+    result = app.send_task(
+        task_name,
+        kwargs=kwargs,
+        queue=queue,
+        routing_key=queue,
+        producer=producer,
+        declare=[],  # declared by the caller
+        retry=False,  # retried by the call's policy (_retried)
+        argsrepr="()",
+        kwargsrepr=shown,
+    )
+    return str(result.id)
 
 
 def _send_bulk(app: Celery, parsed: list[Event], partitions: int) -> list[PublishReceipt]:
@@ -287,20 +296,11 @@ def _send_chunk(
     receipts: dict[str, PublishReceipt],
 ) -> None:
     queue = queue_name(partition)
-    result = app.send_task(
-        BATCH_TASK,
-        kwargs={"events": wires},
-        queue=queue,
-        routing_key=queue,
-        producer=producer,
-        declare=[],  # declared by _declare
-        retry=False,  # retried by publish_many's policy
-        argsrepr="()",
-        kwargsrepr=f"{{'events': {len(wires)}, 'orders': {len({e.order_id for e in chunk})}}}",
-    )
+    shown = f"{{'events': {len(wires)}, 'orders': {len({e.order_id for e in chunk})}}}"
+    task_id = _message(app, producer, BATCH_TASK, queue, {"events": wires}, shown)
     for event in chunk:
         receipts[event.event_id] = PublishReceipt(
-            *_ids(event), BATCH_TASK, partition, queue, result.id
+            *_ids(event), BATCH_TASK, partition, queue, task_id
         )
 
 
