@@ -3,11 +3,11 @@
     python -m bench.kills --kills 20 [--seed N] [--orders N] [--workers 2] [--monitor]
     python -m bench.kills --kills 20 --env ORDERFLEET_BATCHING=true
 
-A backlog of shuffled events (about 30 % re-delivered copies, bench/traffic.py) is published
-before any worker starts and its messages are listed from the queues (task id, delivery tag,
-eventId of each). One or two `orderfleet worker` processes drain it; at `--kills` random moments
-a worker is SIGKILLed (its whole process group) and started again. When the broker is idle the
-run counts, per message and per event:
+A backlog of shuffled events (about 30 % re-delivered copies, the bench traffic of
+worker/dev/workload.py) is published before any worker starts and its messages are listed from
+the queues (task id, delivery tag, eventId of each). One or two `orderfleet worker` processes
+drain it; at `--kills` random moments a worker is SIGKILLed (its whole process group) and
+started again. When the broker is idle the run counts, per message and per event:
 
 - lost messages: with --monitor exactly, the messages never recorded in kombu's `unacked_index`
   (ZADD, from kombu or from a fetch script) yet gone from the broker; without it, the outcomes
@@ -57,13 +57,12 @@ from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow
 from orderfleet.worker.db import driver_url, make_engine, session_factory
 from orderfleet.worker.dev.processes import FleetProcess, Supervisor
 from orderfleet.worker.dev.scratch import create_database, delete_prefix, drop_database, unique_id
+from orderfleet.worker.dev.workload import bench_traffic
 from orderfleet.worker.routing import queue_name
 from orderfleet.worker.servers import broker_url_of_redis
 from sqlalchemy import func, select
 
-from bench.traffic import traffic
-
-EVENTS_PER_ORDER = 4.96  # bench/traffic.py's mean distinct events per order
+EVENTS_PER_ORDER = 4.96  # mean distinct events of workload.compact_order
 OWN = (  # settings the harness owns: servers and prefixes
     "ORDERFLEET_DATABASE_URL",
     "ORDERFLEET_BROKER_URL",
@@ -229,7 +228,7 @@ def close_run(run: Run) -> None:
 def prefill(run: Run) -> tuple[list[dict[str, Any]], dict[str, Message]]:
     """Publish the backlog with `orderfleet publish`; the events sent and the listed messages."""
     messages = round(run.args.orders * EVENTS_PER_ORDER * (1 + run.args.redeliver))
-    sent = traffic(messages, run.args.seed, f"k{run.run_id}", redeliver=run.args.redeliver)
+    sent = bench_traffic(messages, run.args.seed, f"k{run.run_id}", redeliver=run.args.redeliver)
     path = run.out / "backlog.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in sent))
     done = subprocess.run(

@@ -8,6 +8,9 @@ as JSON to --out, t being the wall-clock time (time.time()) just before the publ
   rate     --rate events/s for --duration seconds (open loop: late sends are not skipped),
            what is due published in one call per tick of at least 2 ms.
 
+The traffic is worker/dev/workload.py's bench profile (`bench_traffic`), paced by
+worker/dev/pacing.py.
+
 A third, `speed`, publishes --messages events once and writes {"events", "messages",
 "seconds"}: with publish_many (bulk or per event), or (--raw) as a pipelined send_task loop over
 the same pre-built messages. It reads orderfleet's settings (ORDERFLEET_BROKER_URL, ...) from
@@ -18,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.traffic import traffic
+from orderfleet.worker.dev.pacing import Pacer
+from orderfleet.worker.dev.workload import bench_traffic
 
 BATCH = 1000
-TICK = 0.002  # seconds: the paced producer's shortest pause between publish calls
 Publish = Callable[[list[dict[str, Any]]], int]
 
 
@@ -48,21 +50,20 @@ def publish_backlog(
 def publish_at_rate(
     events: list[dict[str, Any]], rate: float, publish: Publish, deadline: float
 ) -> tuple[dict[str, float], int, int]:
-    """Publish event k at start + k/rate, until deadline: what is due, in one call per tick of at
-    least TICK seconds, as a busy service publishes. A call costs about 230 us besides its
-    events: calls of 1.6 events on average took the producer to 260 us per event, a core at
-    3,500 events/s, taken from the fleet it measures."""
+    """Publish event k at start + k/rate, until deadline: what is due in one call per pause of
+    the pacer (worker/dev/pacing.py, at least its TICK). Open loop: no burst bound, so a late
+    send is not skipped."""
     stamps: dict[str, float] = {}
+    pacer = Pacer(rate, burst=None)
     start = time.monotonic()
     sent = messages = 0
     while sent < len(events) and time.monotonic() - start < deadline:
-        due = min(len(events), math.floor((time.monotonic() - start) * rate) + 1)
-        if due > sent:
-            batch = events[sent:due]
+        batch = events[sent : sent + pacer.grant(len(events) - sent)]
+        if batch:
             _stamp(stamps, batch, time.time())
             messages += publish(batch)
-            sent = due
-        time.sleep(min(0.05, max(TICK, start + sent / rate - time.monotonic())))
+            sent += len(batch)
+        pacer.pause()
     return stamps, sent, messages
 
 
@@ -129,7 +130,7 @@ def send_raw(sends: list[tuple[str, str, dict[str, Any]]]) -> int:
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     """Publish --messages events in one call (or the raw loop); events, messages, seconds."""
-    events = traffic(args.messages, args.seed, args.tag)
+    events = bench_traffic(args.messages, args.seed, args.tag)
     if args.raw:
         sends = raw_sends(events)
         began = time.perf_counter()
@@ -152,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     publish = publisher(args.bulk)
     if args.mode == "backlog":
-        events = traffic(args.messages, args.seed, args.tag)[args.shard :: args.shards]
+        events = bench_traffic(args.messages, args.seed, args.tag)[args.shard :: args.shards]
         began = time.perf_counter()
         stamps, messages = publish_backlog(events, publish, args.chunk)
         published = len(events)
     else:
-        events = traffic(round(args.rate * args.duration), args.seed, args.tag)
+        events = bench_traffic(round(args.rate * args.duration), args.seed, args.tag)
         began = time.perf_counter()
         stamps, published, messages = publish_at_rate(
             events, args.rate, publish, args.duration * 1.5 + 5

@@ -53,8 +53,9 @@ METHOD = {
     "progress, 2 events each) with 10,000 and then N orders, and a b2 drain on each",
     "isolation": "before each measurement the tables are emptied, PostgreSQL checkpoints "
     "(what the last one left dirty is written out) and the CPU is let go quiet",
-    "traffic": "bench/traffic.py: orders of 5 event types (some missing, some payments "
-    "corrected), 30% re-delivered, shuffled in windows of 500 messages, explicit eventIds",
+    "traffic": "worker/dev/workload.py bench_traffic: orders of 5 event types (some missing, "
+    "some payments corrected), 30% re-delivered, shuffled in windows of 500 messages, "
+    "explicit eventIds",
 }
 
 KINDS = ("unbatched", "batched", "bulk")

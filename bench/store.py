@@ -9,9 +9,8 @@ from typing import Any
 from orderfleet.models import content_hash, parse_event
 from orderfleet.models.state import OrderState
 from orderfleet.models.wire import dumps
+from orderfleet.worker.dev.workload import compact_order
 from sqlalchemy import Engine, text
-
-from bench.traffic import order_events
 
 MARK = "__ORDER__"
 TAG = "store"
@@ -39,7 +38,7 @@ FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
 
 def template() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One order's row values and its events' rows, with MARK where the orderId goes."""
-    raws = [e for e in order_events(MARK, random.Random(11)) if e["eventType"] in KINDS]
+    raws = [e for e in compact_order(MARK, random.Random(11)) if e["eventType"] in KINDS]
     state = OrderState(order_id=MARK)
     events = []
     for number, raw in enumerate(raws):

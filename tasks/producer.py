@@ -1,5 +1,8 @@
 """The producer API: validate first, route by orderId, send. Needs only the broker URL.
 
+`send_raw` is the one way to send an event object unvalidated, as it is (the simulator's broken
+events, replayed dead letters).
+
 Light by design: Celery, kombu and pydantic; never the store, metrics or CLI libraries, and
 never an embedded server (no ORDERFLEET_BROKER_URL is a SettingsError naming it).
 """
@@ -28,6 +31,7 @@ from orderfleet.worker.routing import (
     TASK_FOR_TYPE,
     partition_for,
     queue_name,
+    route_for,
 )
 from orderfleet.worker.servers import BROKER, Embedded, locks_url_of_broker, resolve_servers
 from orderfleet.worker.settings import Settings, load_settings
@@ -48,6 +52,15 @@ class PublishReceipt:
     event_type: str
     task_name: str
     partition: int
+    queue: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class RawReceipt:
+    """Where a raw event went: its task, queue and task id."""
+
+    task_name: str
     queue: str
     task_id: str
 
@@ -79,24 +92,67 @@ def publish_many(
     as `apply_async` has). `on_retry(exc, retries)` hears of each re-send.
     """
     settings = load_settings()
-    if app is None:
-        servers = resolve_servers(settings, [BROKER], Embedded.NEVER)  # raises, naming it
-        _check_partition_count(settings, locks_url_of_broker(servers.broker_url))
-        app = default_app
+    app = _checked_app(settings, app)
     parsed = [parse_event(event) for event in events]
-    partitions = settings.partitions
+    send = _send_bulk if bulk else _send_all
+    what = f"{len(parsed)} events"
+    args = (app, parsed, settings.partitions)
+    return _retried(app, send, args, what, retry_policy, on_retry)
+
+
+def send_raw(
+    wire: Mapping[str, Any],
+    task_name: str | None = None,
+    *,
+    app: Celery | None = None,
+    retry_policy: Mapping[str, Any] | None = None,
+    on_retry: Callable[[Exception, int], None] | None = None,
+) -> RawReceipt:
+    """Send an event object as it is, unvalidated (a broken one on purpose, a replayed one).
+
+    It goes to `task_name`, by default its eventType's task (OrderCreated's for an unknown
+    type), on its order's partition, retried as publish_many retries."""
+    settings = load_settings()
+    app = _checked_app(settings, app)
+    name = task_name or _task_for_raw(wire)
+    queue = route_for(name, {"event": wire}, settings.partitions) or queue_name(0)
+    args = (app, name, queue, dict(wire))
+    return _retried(app, _send_raw, args, "a raw event", retry_policy, on_retry)
+
+
+def _task_for_raw(wire: Mapping[str, Any]) -> str:
+    """The task of a raw event's eventType; OrderCreated's for anything else."""
+    kind = wire.get("eventType")
+    return TASK_FOR_TYPE.get(kind if isinstance(kind, str) else "", TASK_FOR_TYPE["OrderCreated"])
+
+
+def _checked_app(settings: Settings, app: Celery | None) -> Celery:
+    """The given app, or the default one once the broker URL and the fleet's P are checked."""
+    if app is not None:
+        return app
+    servers = resolve_servers(settings, [BROKER], Embedded.NEVER)  # raises, naming it
+    _check_partition_count(settings, locks_url_of_broker(servers.broker_url))
+    return default_app
+
+
+def _retried(
+    app: Celery,
+    send: Callable[..., Any],
+    args: tuple[Any, ...],
+    what: str,
+    retry_policy: Mapping[str, Any] | None,
+    on_retry: Callable[[Exception, int], None] | None,
+) -> Any:
+    """`send(*args)`, re-sent whole on a broker connection error under the retry policy."""
     policy = dict(app.conf.task_publish_retry_policy if retry_policy is None else retry_policy)
 
     def errback(exc: Exception, intervals: Iterator[float], retries: int) -> float:
-        log.warning("publish of %d events failed (%s); re-sending them", len(parsed), exc)
+        log.warning("publish of %s failed (%s); re-sending", what, exc)
         if on_retry is not None:
             on_retry(exc, retries + 1)
         return next(intervals)
 
-    send = _send_bulk if bulk else _send_all
-    return retry_over_time(
-        send, BROKER_ERRORS, args=(app, parsed, partitions), errback=errback, **policy
-    )
+    return retry_over_time(send, BROKER_ERRORS, args=args, errback=errback, **policy)
 
 
 _agreed: set[tuple[str, str, int]] = set()
@@ -159,20 +215,42 @@ def _send(app: Celery, producer: Any, event: Event, partition: int) -> PublishRe
     task_name = TASK_FOR_TYPE[event.event_type]
     queue = queue_name(partition)
     shown = {"eventType": event.event_type, "orderId": event.order_id, "eventId": event.event_id}
+    kwargs = {"event": event.to_wire()}
+    task_id = _message(app, producer, task_name, queue, kwargs, repr({"event": shown}))
+    return PublishReceipt(
+        event.event_id, event.order_id, event.event_type, task_name, partition, queue, task_id
+    )
+
+
+def _send_raw(app: Celery, name: str, queue: str, wire: dict[str, Any]) -> RawReceipt:
+    with _sending(app, 1) as producer:
+        producer.maybe_declare(app.amqp.queues[queue])
+        task_id = _message(app, producer, name, queue, {"event": wire}, None)
+    return RawReceipt(name, queue, task_id)
+
+
+def _message(
+    app: Celery,
+    producer: Any,
+    task_name: str,
+    queue: str,
+    kwargs: dict[str, Any],
+    shown: str | None,
+) -> str:
+    """Send one message on a declared queue; its task id. `shown` is what Flower lists of its
+    kwargs (Celery's repr is costly; None: that repr)."""
     result = app.send_task(
         task_name,
-        kwargs={"event": event.to_wire()},
+        kwargs=kwargs,
         queue=queue,
         routing_key=queue,
         producer=producer,
-        declare=[],  # declared by _declare
-        retry=False,  # retried by publish_many's policy
+        declare=[],  # declared by the caller
+        retry=False,  # retried by the call's policy (_retried)
         argsrepr="()",
-        kwargsrepr=repr({"event": shown}),  # what Flower lists; Celery's repr is costly
+        kwargsrepr=shown,
     )
-    return PublishReceipt(
-        event.event_id, event.order_id, event.event_type, task_name, partition, queue, result.id
-    )
+    return str(result.id)
 
 
 def _send_bulk(app: Celery, parsed: list[Event], partitions: int) -> list[PublishReceipt]:
@@ -218,20 +296,11 @@ def _send_chunk(
     receipts: dict[str, PublishReceipt],
 ) -> None:
     queue = queue_name(partition)
-    result = app.send_task(
-        BATCH_TASK,
-        kwargs={"events": wires},
-        queue=queue,
-        routing_key=queue,
-        producer=producer,
-        declare=[],  # declared by _declare
-        retry=False,  # retried by publish_many's policy
-        argsrepr="()",
-        kwargsrepr=f"{{'events': {len(wires)}, 'orders': {len({e.order_id for e in chunk})}}}",
-    )
+    shown = f"{{'events': {len(wires)}, 'orders': {len({e.order_id for e in chunk})}}}"
+    task_id = _message(app, producer, BATCH_TASK, queue, {"events": wires}, shown)
     for event in chunk:
         receipts[event.event_id] = PublishReceipt(
-            *_ids(event), BATCH_TASK, partition, queue, result.id
+            *_ids(event), BATCH_TASK, partition, queue, task_id
         )
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,6 @@ from orderfleet.worker.dev.processes import FleetProcess, Supervisor
 from orderfleet.worker.servers import broker_url_of_redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-
-T0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
-
 
 ORDERFLEET = [sys.executable, "-m", "orderfleet.worker"]  # the `orderfleet` command
 
@@ -113,83 +108,6 @@ def ledger(sessions: sessionmaker[Session]) -> tuple[int, int, int]:
         deliveries = s.scalar(select(func.coalesce(func.sum(EventRow.deliveries), 0))) or 0
         letters = s.scalar(select(func.count()).select_from(DeadLetterRow)) or 0
     return int(logged), int(deliveries), int(letters)
-
-
-def order_traffic(orders: int, seed: int, prefix: str = "o") -> list[dict[str, Any]]:
-    """Distinct wire events of every type for `orders` orders, with realistic twists."""
-    rng = random.Random(seed)
-    events: list[dict[str, Any]] = []
-    for n in range(orders):
-        events += _one_order(f"{prefix}-{n}", rng)
-    return events
-
-
-def _one_order(order_id: str, rng: random.Random) -> list[dict[str, Any]]:
-    def at(minutes: int) -> str:
-        return (T0 + timedelta(minutes=minutes, seconds=rng.randint(0, 3))).isoformat()
-
-    total = rng.choice(["99.99", "10.00", "250.50"])
-    paid = total if rng.random() < 0.85 else "1.00"
-    base = {"orderId": order_id}
-    events = [
-        {
-            **base,
-            "eventType": "OrderCreated",
-            "timestamp": at(0),
-            "customerId": "c-1",
-            "totalAmount": total,
-            "currency": "USD",
-            "items": [{"sku": "s-1", "quantity": 2}],
-        },
-        {
-            **base,
-            "eventType": "InventoryReserved",
-            "timestamp": at(1),
-            "warehouseId": "w-1",
-            "reservedItems": {"s-1": rng.choice([0, 2, 2, 2])},
-        },
-        {
-            **base,
-            "eventType": "PaymentProcessed",
-            "timestamp": at(2),
-            "transactionId": "t-1",
-            "amount": paid,
-            "status": rng.choice(["failed", "successful", "pending"]),
-        },
-        {
-            **base,
-            "eventType": "PaymentProcessed",
-            "timestamp": at(3),
-            "transactionId": "t-2",
-            "amount": paid,
-            "status": "successful",
-        },
-        {
-            **base,
-            "eventType": "ShippingCalculated",
-            "timestamp": at(2),
-            "shippingCost": "4.99",
-            "estimatedDays": rng.randint(1, 9),
-            "carrierOptions": [],
-        },
-        {
-            **base,
-            "eventType": "LoyaltyPointsUpdated",
-            "timestamp": at(4),
-            "pointsEarned": 10,
-            "totalPoints": 110,
-            "tierStatus": "silver",
-        },
-    ]
-    return [e for e in events if rng.random() < 0.9 or e["eventType"] == "OrderCreated"]
-
-
-def deliveries_of(events: list[dict[str, Any]], redeliver: float, seed: int) -> list[dict]:
-    """Every event once plus a share re-delivered, all shuffled across and within orders."""
-    rng = random.Random(seed)
-    sent = events + rng.sample(events, int(len(events) * redeliver))
-    rng.shuffle(sent)
-    return sent
 
 
 def unacked_of(client: redis.Redis, prefix: str, queues: list[str]) -> dict[str, dict]:

@@ -15,7 +15,7 @@ from celery import Celery
 from orderfleet.models import InvalidEvent, parse_event
 from orderfleet.models.tables import DeadLetterRow
 from orderfleet.models.wire import format_instant, loads
-from orderfleet.worker.routing import TASK_FOR_TYPE, queue_for
+from orderfleet.worker.routing import TASK_FOR_TYPE
 from orderfleet.worker.runtime import Runtime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -127,14 +127,14 @@ def _unreplayed(
 
 def _replay(app: Celery, runtime: Runtime, letter_id: int, text: str) -> Replayed:
     """Validate locally, send to the event type's task on the order's partition, mark replayed."""
+    from orderfleet.tasks.producer import send_raw
+
     event = parse_event(text)
-    task_name = TASK_FOR_TYPE[event.event_type]
-    queue = queue_for(event.order_id, runtime.settings.partitions)
-    app.send_task(task_name, kwargs={"event": loads(text)}, queue=queue, routing_key=queue)
+    sent = send_raw(loads(text), TASK_FOR_TYPE[event.event_type], app=app)
     with runtime.sessions.begin() as session:
         stmt = update(DeadLetterRow).where(DeadLetterRow.id == letter_id)
         session.execute(stmt.values(replayed_at=runtime.now()))
-    return Replayed(letter_id, event.event_id, event.order_id, task_name, queue)
+    return Replayed(letter_id, event.event_id, event.order_id, sent.task_name, sent.queue)
 
 
 def purge_dead_letters(

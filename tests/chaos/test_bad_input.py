@@ -15,10 +15,11 @@ from collections.abc import Callable
 import pytest
 from kombu import Producer
 from orderfleet.models.tables import DeadLetterRow
+from orderfleet.worker.dev.workload import deliveries_of, order_traffic
 from sqlalchemy import select
 
 from tests.e2e.test_fleet import assert_converged
-from tests.fleet import deliveries_of, ledger, order_traffic, wait_for
+from tests.fleet import ledger, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

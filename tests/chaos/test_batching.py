@@ -14,10 +14,11 @@ import time
 import pytest
 import redis
 from orderfleet.models import parse_event
+from orderfleet.worker.dev.workload import deliveries_of, order_traffic
 from orderfleet.worker.routing import queue_name
 from orderfleet.worker.service import verify
 
-from tests.fleet import deliveries_of, ledger, order_traffic, unacked_of, wait_for
+from tests.fleet import ledger, unacked_of, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 

@@ -30,6 +30,7 @@ from orderfleet.models.tables import (
     OutboxRow,
 )
 from orderfleet.worker.dev import embedded
+from orderfleet.worker.dev.workload import deliveries_of, order_traffic
 from orderfleet.worker.routing import TASK_FOR_TYPE, partition_for, queue_name
 from orderfleet.worker.runtime import Runtime
 from orderfleet.worker.settings import load_settings
@@ -40,10 +41,8 @@ from tests.chaos.test_chaos import Sent, assert_exact, check, settle, start_traf
 from tests.e2e.test_fleet import assert_converged
 from tests.fleet import (
     Fleet,
-    deliveries_of,
     fleet_env,
     ledger,
-    order_traffic,
     run_orderfleet,
     wait_for,
 )

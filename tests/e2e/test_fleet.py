@@ -9,11 +9,12 @@ import redis
 from orderfleet.models import converged_view, decide, parse_event, project
 from orderfleet.models.decisions import verdict_of
 from orderfleet.models.tables import DecisionDeliveryRow, OutboxRow
+from orderfleet.worker.dev.workload import deliveries_of, order_traffic
 from orderfleet.worker.routing import queue_name
 from orderfleet.worker.store import stream_orders
 from sqlalchemy import func, select
 
-from tests.fleet import deliveries_of, kill_with_a_message_in_hand, ledger, order_traffic, wait_for
+from tests.fleet import kill_with_a_message_in_hand, ledger, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

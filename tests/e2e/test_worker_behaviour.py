@@ -11,10 +11,11 @@ import pytest
 import redis
 from orderfleet.models import decision_id_for, parse_event
 from orderfleet.models.tables import DeadLetterRow, DecisionDeliveryRow, EventRow, OutboxRow
+from orderfleet.worker.dev.workload import order_traffic
 from orderfleet.worker.routing import partition_for, queue_name
 from sqlalchemy import func, select
 
-from tests.fleet import order_traffic, run_orderfleet, wait_for
+from tests.fleet import run_orderfleet, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,6 +15,7 @@ from orderfleet.models import parse_event
 from orderfleet.models.tables import DeadLetterRow, EventRow, OrderRow, OutboxRow
 from orderfleet.worker import service
 from orderfleet.worker.batch import Received, apply_batch
+from orderfleet.worker.dev.workload import order_traffic
 from orderfleet.worker.locks import LockNotAcquired
 from orderfleet.worker.outbox import mark_sent
 from orderfleet.worker.routing import BATCH_TASK, TASK_FOR_TYPE, queue_for
@@ -22,7 +23,6 @@ from orderfleet.worker.servers import broker_url_of_redis
 from orderfleet.worker.store import OrderRepository, VersionConflict
 from sqlalchemy import func, select, text
 
-from tests.fleet import order_traffic
 from tests.unit.factories import wire
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

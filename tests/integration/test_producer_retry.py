@@ -20,10 +20,10 @@ import redis
 from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.transport import redis as kombu_redis
-from orderfleet.tasks.producer import publish_many
+from orderfleet.tasks.producer import publish_many, send_raw
 from orderfleet.worker.dev import embedded
 from orderfleet.worker.dev.workload import generate
-from orderfleet.worker.routing import queue_name
+from orderfleet.worker.routing import TASK_FOR_TYPE, queue_for, queue_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -131,3 +131,27 @@ def test_a_single_event_publish_waits_out_a_redis_restart_under_the_same_policy(
     assert len(receipts) == 1
     assert retries and retries == list(range(1, len(retries) + 1))
     assert queued(redis_dir) >= 2
+
+
+def test_send_raw_sends_a_broken_event_as_it_is_and_waits_out_a_redis_restart(app, redis_dir):
+    valid = generate(2, seed=5, duplicate_rate=0, invalid_rate=0).distinct
+    send_raw(valid[0], app=app)  # a pooled connection the restart will break
+    broken = {**valid[1], "eventType": "OrderTeleported", "totalAmount": ["not", "money"]}
+    assert embedded.stop_redis(redis_dir)
+    restart = threading.Timer(1.5, embedded.ensure_redis, args=(redis_dir,))
+    restart.start()
+    retries: list[int] = []
+    receipt = send_raw(
+        broken, app=app, retry_policy=POLICY, on_retry=lambda e, n: retries.append(n)
+    )
+    restart.join()
+    assert retries and retries == list(range(1, len(retries) + 1))
+    assert receipt.task_name == TASK_FOR_TYPE["OrderCreated"]  # an unknown type: a careless guess
+    assert receipt.queue == queue_for(broken["orderId"], PARTITIONS)
+    client = redis.Redis.from_url(embedded.redis_url(redis_dir))
+    try:
+        queued_items = client.lrange(receipt.queue, 0, -1)
+    finally:
+        client.close()
+    bodies = [json.loads(base64.b64decode(json.loads(item)["body"])) for item in queued_items]
+    assert {"event": broken} in [kwargs for _args, kwargs, _embed in bodies]

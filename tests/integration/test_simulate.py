@@ -13,7 +13,8 @@ import redis
 from orderfleet.models import parse_event
 from orderfleet.models.tables import DeadLetterRow
 from orderfleet.worker.dev.lifeline import guarded_popen
-from orderfleet.worker.dev.simulate import BURST_SECONDS, Pacer, SimulateOptions, plan, shares
+from orderfleet.worker.dev.pacing import BURST_SECONDS, LONGEST_PAUSE, TICK, Pacer
+from orderfleet.worker.dev.simulate import SimulateOptions, plan, shares
 from orderfleet.worker.routing import queue_name
 from sqlalchemy import func, select, text
 
@@ -211,6 +212,26 @@ def test_pacer_is_accurate_and_its_bursts_are_bounded():
     now[0] += 60  # a long stall (a broker outage): no catch-up burst after it
     assert pacer.grant(1000) == int(200 * BURST_SECONDS)
     assert pacer.grant(1000) == 0 and pacer.delay() == pytest.approx(1 / 200)
+
+
+def test_an_open_loop_pacer_sends_event_k_at_k_over_rate_and_catches_up():
+    now = [0.0]
+    pacer = Pacer(100, burst=None, clock=lambda: now[0])
+    assert pacer.grant(1000) == 1  # event 0 at once
+    now[0] = 0.255
+    assert pacer.grant(1000) == 25  # events 1..25 are due by 0.25 s
+    assert pacer.delay() == pytest.approx(0.005)
+    now[0] += 60  # a stall: every late send goes at once, none is skipped
+    assert pacer.grant(10_000) == 6000
+
+
+def test_pauses_last_a_tick_at_least_and_until_the_next_send_at_most():
+    slept: list[float] = []
+    for rate in (10_000, 50, 0.5):
+        pacer = Pacer(rate, clock=lambda: 0.0)
+        pacer.grant(1)
+        pacer.pause(slept.append)
+    assert slept == [TICK, pytest.approx(1 / 50), LONGEST_PAUSE]
 
 
 def test_plan_is_seeded_by_seed_and_prefix_and_shares_cover_it():

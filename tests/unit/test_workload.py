@@ -1,11 +1,18 @@
-"""The simulated workload (worker/dev/workload.py): seeded, valid, out of order, with twists."""
+"""The traffic generator (worker/dev/workload.py): its demo/simulate, bench and tests profiles."""
 
 from collections import Counter, defaultdict
+from random import Random
 
 import pytest
 from orderfleet.models import EVENT_TYPES, InvalidEvent, decide, parse_event, project
 from orderfleet.models.decisions import verdict_of
-from orderfleet.worker.dev.workload import generate
+from orderfleet.worker.dev.workload import (
+    bench_traffic,
+    compact_order,
+    deliveries_of,
+    generate,
+    order_traffic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +106,69 @@ def test_bad_arguments_are_refused():
         generate(10, duplicate_rate=1.5)
     with pytest.raises(ValueError):
         generate(10, invalid_rate=-0.1)
+
+
+# --------------------------------------------------------------------------- the bench profile
+
+
+def test_bench_traffic_is_exactly_n_messages_with_explicit_ids_and_its_redelivered_share():
+    sent = bench_traffic(2600, seed=7, tag="b")
+    assert len(sent) == 2600
+    distinct = {e["eventId"]: e for e in sent}
+    assert sorted(distinct, key=lambda i: int(i.split("-e")[1])) == [
+        f"b-e{n}" for n in range(round(2600 / 1.3))
+    ]
+    assert len(set(parsed_ids(sent))) == len(distinct)  # valid, the ids as given
+    assert all(distinct[e["eventId"]] == e for e in sent)  # re-deliveries are exact copies
+    assert {e["orderId"].rsplit("-o", 1)[0] for e in sent} == {"b"}
+
+
+def test_bench_traffic_shuffles_within_windows_and_mixes_every_event_type():
+    sent = bench_traffic(3000, seed=1, tag="w", window=500)
+    numbers = [int(e["eventId"].split("-e")[1]) for e in sent]
+    windows = [n // 500 for n in numbers]
+    assert windows == sorted(windows)  # no event leaves its window...
+    assert numbers != sorted(numbers)  # ...and within it they are shuffled
+    kinds = Counter(e["eventType"] for e in sent)
+    assert set(kinds) == set(EVENT_TYPES)
+    assert kinds["OrderCreated"] < kinds["PaymentProcessed"]  # some payments corrected
+
+
+def test_bench_traffic_is_seeded_and_keeps_tiny_runs_whole():
+    assert bench_traffic(500, seed=2, tag="s") == bench_traffic(500, seed=2, tag="s")
+    assert bench_traffic(500, seed=2, tag="s") != bench_traffic(500, seed=3, tag="s")
+    assert bench_traffic(0, seed=1, tag="z") == []
+    assert [e["eventId"] for e in bench_traffic(1, seed=1, tag="z")] == ["z-e0"]
+
+
+def test_compact_orders_open_with_their_creation_and_carry_no_event_id():
+    events = compact_order("o-1", Random(11))
+    assert events[0]["eventType"] == "OrderCreated"
+    assert all("eventId" not in e and e["orderId"] == "o-1" for e in events)
+
+
+# --------------------------------------------------------------------------- the tests profile
+
+
+def test_order_traffic_is_whole_orders_with_derived_ids():
+    events = order_traffic(50, seed=3, prefix="p")
+    orders = list(dict.fromkeys(e["orderId"] for e in events))
+    assert orders == [f"p-{n}" for n in range(50)]
+    firsts = {}
+    for event in events:
+        firsts.setdefault(event["orderId"], event["eventType"])
+    assert set(firsts.values()) == {"OrderCreated"}
+    ids = parsed_ids(events)
+    assert len(set(ids)) == len(events) and not any("eventId" in e for e in events)
+    assert order_traffic(50, seed=3, prefix="p") == events
+
+
+def test_deliveries_of_sends_each_event_once_plus_a_share_shuffled_across_orders():
+    events = order_traffic(100, seed=4)
+    sent = deliveries_of(events, redeliver=0.3, seed=5)
+    assert len(sent) == len(events) + int(len(events) * 0.3)
+    assert set(parsed_ids(sent)) == set(parsed_ids(events))
+    assert all(e in events for e in sent)
+    assert [e["orderId"] for e in sent[:20]] != [e["orderId"] for e in events[:20]]
+    assert deliveries_of(events, redeliver=0, seed=5) != events  # shuffled even without copies
+    assert sorted(map(id, deliveries_of(events, 0, seed=5))) == sorted(map(id, events))

@@ -1,10 +1,11 @@
 """`orderfleet simulate`: publish a seeded workload at a bounded rate from K producer processes.
 
 The events come from worker/dev/workload.py (out of order, duplicated, a few invalid). Valid
-events go through `tasks.publish_many`; invalid ones are sent by task name, unvalidated, as a
-careless producer would. A share of the messages is held back when its turn comes and published
-`late_delay` seconds later. The distinct valid events published can be written as JSON Lines,
-so `orderfleet check` can compare the store with them afterwards.
+events go through `tasks.publish_many`, invalid ones through `tasks.send_raw` (unvalidated, as
+a careless producer sends them), paced by worker/dev/pacing.py. A share of the messages is held
+back when its turn comes and published `late_delay` seconds later. The distinct valid events
+published can be written as JSON Lines, so `orderfleet check` can compare the store with them
+afterwards.
 
 The workload is a function of the seed and the prefix: the generator is seeded with both, so
 two runs with other prefixes never share an eventId (which would be an id conflict).
@@ -16,7 +17,7 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
@@ -24,12 +25,11 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
+from orderfleet.worker.dev.pacing import TICK, Pacer
 from orderfleet.worker.dev.workload import Workload, generate
 
 Wire = dict[str, Any]
 
-BURST_SECONDS = 0.1  # the most a producer sends at once: this many seconds of its rate
-TICK = 0.01  # shortest sleep of a rate-limited producer
 CHUNK = 200  # the most events in one publish_many call
 STARTUP_TIMEOUT = 120.0  # seconds producer processes may take to start
 PUBLISH_RETRY = {"max_retries": 120, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 1}
@@ -225,43 +225,6 @@ def write_events(path: Path, events: Iterable[Wire]) -> None:
 # --------------------------------------------------------------------------- one producer
 
 
-class Pacer:
-    """A token bucket: `rate` sends a second on average, bursts bounded to BURST_SECONDS of it."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate * BURST_SECONDS)
-        self.tokens = 1.0
-        self.clock = clock
-        self.stamp = clock()
-
-    def grant(self, wanted: int) -> int:
-        """How many of `wanted` sends may go now (all of them when the rate is 0)."""
-        if self.rate <= 0:
-            return wanted
-        self._refill()
-        granted = min(wanted, int(self.tokens))
-        self.tokens -= granted
-        return granted
-
-    def give_back(self, unused: int) -> None:
-        """Return granted sends that were not made."""
-        if self.rate > 0:
-            self.tokens = min(self.capacity, self.tokens + unused)
-
-    def delay(self) -> float:
-        """Seconds until the next send may go."""
-        if self.rate <= 0:
-            return 0.0
-        self._refill()
-        return max(0.0, (1.0 - self.tokens) / self.rate)
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-
 class _Queue:
     """A producer's messages: the stream in arrival order and the held-back ones, by due time."""
 
@@ -318,7 +281,7 @@ def _step(queue: _Queue, pacer: Pacer, report: ProducerReport) -> None:
         return
     granted = pacer.grant(available)
     if not granted:
-        time.sleep(max(TICK, pacer.delay()))
+        pacer.pause()
         return
     batch = queue.take(granted, now)
     pacer.give_back(granted - len(batch))
@@ -330,8 +293,8 @@ def _step(queue: _Queue, pacer: Pacer, report: ProducerReport) -> None:
 
 
 def _send_batch(batch: list[Send], report: ProducerReport) -> None:
-    """Valid events through publish_many, invalid ones by task name."""
-    from orderfleet import publish_many
+    """Valid events through publish_many, invalid ones as they are through send_raw."""
+    from orderfleet.tasks.producer import publish_many, send_raw
 
     def retried(exc: Exception, attempt: int) -> None:
         report.publish_retries += 1
@@ -344,29 +307,8 @@ def _send_batch(batch: list[Send], report: ProducerReport) -> None:
         report.valid += len(valid)
     for send in batch:
         if send.invalid:
-            _send_invalid(send.wire, report)
+            send_raw(send.wire, retry_policy=PUBLISH_RETRY, on_retry=retried)
             report.invalid += 1
-
-
-def _send_invalid(wire: Wire, report: ProducerReport) -> None:
-    """Send a broken event by task name, unvalidated; retried while the broker is away."""
-    from kombu.exceptions import OperationalError
-    from kombu.utils.functional import retry_over_time
-    from orderfleet.worker.celery_app import app
-    from orderfleet.worker.routing import TASK_FOR_TYPE
-
-    name = TASK_FOR_TYPE.get(wire.get("eventType"), TASK_FOR_TYPE["OrderCreated"])
-
-    def errback(exc: Exception, intervals: Any, retries: int) -> float:
-        report.publish_retries += 1
-        return next(intervals)
-
-    retry_over_time(
-        lambda: app.send_task(name, kwargs={"event": wire}),
-        (OperationalError,),
-        errback=errback,
-        **PUBLISH_RETRY,
-    )
 
 
 def _close_broker() -> None:

@@ -1,12 +1,20 @@
-"""A seeded, realistic workload of order events: out of order, re-delivered, a few invalid.
+"""The one generator of dev traffic: seeded order events, out of order, re-delivered.
 
-Pure: no I/O and no clock, so the same arguments always give the same events. Each order has
-an OrderCreated and, usually, an inventory reservation (sometimes zero stock, sometimes a
-restock after a zero), one or more payment attempts (failed then successful, a pending one
-that arrives late, a wrong amount, ...), shipping quotes and a loyalty update. Every event gets
-an arrival time (its source timestamp plus a network delay, now and then a long one) and the
-deliveries are sorted by it, which shuffles events across and within orders. Re-deliveries are
-exact copies arriving after the original; invalid events are broken copies of valid ones.
+Each user has its profile:
+- demo and simulate, `generate`: realistic orders (below), timed arrivals, a few invalid events;
+- the benchmark, `bench_traffic`: exactly N messages of compact orders, explicit eventIds, a
+  share re-delivered and shuffled within windows (its shape is what bench results compare);
+- the fleet tests, `order_traffic` then `deliveries_of`: whole compact orders, eventIds derived
+  from the content, a share re-delivered and everything shuffled together.
+
+Pure: no I/O and no clock, so the same arguments always give the same events. A realistic
+order has an OrderCreated and, usually, an inventory reservation (sometimes zero stock,
+sometimes a restock after a zero), one or more payment attempts (failed then successful, a
+pending one that arrives late, a wrong amount, ...), shipping quotes and a loyalty update.
+Every realistic event gets an arrival time (its source timestamp plus a network delay, now and
+then a long one) and the deliveries are sorted by it, which shuffles events across and within
+orders. Re-deliveries are exact copies arriving after the original; invalid events are broken
+copies of valid ones.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from itertools import count
 from random import Random
 from typing import Any
 
@@ -343,3 +352,121 @@ def _format(instant: datetime, naive: bool, seconds: float) -> str:
     zone = OFFSETS[int(seconds * 1000) % len(OFFSETS)]
     text = instant.astimezone(zone).isoformat()
     return text.replace("+00:00", "Z") if int(seconds) % 2 else text
+
+
+# --------------------------------------------------------------------------- compact traffic
+
+COMPACT_T0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
+BENCH_REDELIVER = 0.3  # share of bench messages that are re-deliveries
+BENCH_WINDOW = 500  # bench re-deliveries are shuffled within windows of this many events
+
+
+def bench_traffic(
+    messages: int,
+    seed: int,
+    tag: str,
+    redeliver: float = BENCH_REDELIVER,
+    window: int = BENCH_WINDOW,
+) -> list[Wire]:
+    """Exactly `messages` events of orders `{tag}-o{n}`, eventIds `{tag}-e{n}`: distinct ones
+    plus a `redeliver` share of re-deliveries, shuffled within windows of `window` events."""
+    rng = Random(seed)
+    wanted = min(messages, max(1, round(messages / (1 + redeliver))))
+    events: list[Wire] = []
+    for number in count():
+        if len(events) >= wanted:
+            break
+        events += compact_order(f"{tag}-o{number}", rng)
+    events = events[:wanted]
+    for number, event in enumerate(events):
+        event["eventId"] = f"{tag}-e{number}"
+    return _shuffled_in_windows(events, messages - len(events), rng, window)
+
+
+def order_traffic(orders: int, seed: int, prefix: str = "o") -> list[Wire]:
+    """The distinct events of orders `{prefix}-{n}`, in order, eventIds derived from content."""
+    rng = Random(seed)
+    return [e for n in range(orders) for e in compact_order(f"{prefix}-{n}", rng)]
+
+
+def deliveries_of(events: list[Wire], redeliver: float, seed: int) -> list[Wire]:
+    """Every event once plus int(redeliver x events) re-deliveries, all shuffled together."""
+    rng = Random(seed)
+    return _shuffled_in_windows(events, int(len(events) * redeliver), rng, len(events))
+
+
+def _shuffled_in_windows(events: list[Wire], extra: int, rng: Random, window: int) -> list[Wire]:
+    """Every event once plus `extra` re-deliveries of random ones, each shuffled within its
+    original's window of `window` events."""
+    picked = [rng.randrange(len(events)) for _ in range(extra)]
+    window = max(1, window)
+    by_window: dict[int, list[int]] = {}
+    for index in picked:
+        by_window.setdefault(index // window, []).append(index)
+    sent: list[Wire] = []
+    for start in range(0, len(events), window):
+        chunk = events[start : start + window]
+        chunk += [events[i] for i in by_window.get(start // window, [])]
+        rng.shuffle(chunk)
+        sent += chunk
+    return sent
+
+
+def compact_order(order_id: str, rng: Random) -> list[Wire]:
+    """One small order: created, reserved, paid (maybe failed first), shipped, loyalty; each but
+    OrderCreated missing now and then."""
+
+    def at(minutes: int) -> str:
+        return (COMPACT_T0 + timedelta(minutes=minutes, seconds=rng.randint(0, 59))).isoformat()
+
+    total = rng.choice(["99.99", "10.00", "250.50"])
+    paid = total if rng.random() < 0.9 else "1.00"
+    base = {"orderId": order_id}
+    events = [
+        {
+            **base,
+            "eventType": "OrderCreated",
+            "timestamp": at(0),
+            "customerId": f"c-{rng.randint(1, 500)}",
+            "totalAmount": total,
+            "currency": "USD",
+            "items": [{"sku": "s-1", "quantity": 2, "unitPrice": "1.00"}],
+        },
+        {
+            **base,
+            "eventType": "InventoryReserved",
+            "timestamp": at(1),
+            "warehouseId": "w-1",
+            "reservedItems": {"s-1": rng.choice([0, 2, 2, 2, 2])},
+        },
+        {
+            **base,
+            "eventType": "PaymentProcessed",
+            "timestamp": at(2),
+            "transactionId": "t-1",
+            "amount": paid,
+            "status": rng.choice(["failed", "successful", "successful", "pending"]),
+            "method": "card",
+        },
+        {
+            **base,
+            "eventType": "ShippingCalculated",
+            "timestamp": at(2),
+            "shippingCost": "4.99",
+            "estimatedDays": rng.randint(1, 9),
+            "carrierOptions": [{"name": "post", "cost": "4.99", "estimatedDays": 3}],
+        },
+        {
+            **base,
+            "eventType": "LoyaltyPointsUpdated",
+            "timestamp": at(4),
+            "pointsEarned": 10,
+            "totalPoints": rng.randint(10, 900),
+            "tierStatus": "silver",
+        },
+    ]
+    if rng.random() < 0.3:
+        events.append(
+            {**events[2], "timestamp": at(3), "transactionId": "t-2", "status": "successful"}
+        )
+    return [e for e in events if e["eventType"] == "OrderCreated" or rng.random() < 0.92]
