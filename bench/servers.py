@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from orderfleet.models.tables import Base
 from orderfleet.worker.db import driver_url
 from orderfleet.worker.dev import embedded
 from orderfleet.worker.dev.lifeline import lifeline
@@ -96,8 +97,6 @@ def bench_servers(data_dir: Path) -> Iterator[Servers]:
 
 def truncate_all(engine: Engine) -> None:
     """Empty every orderfleet table (fresh state for the next measurement)."""
-    from orderfleet.models.tables import Base
-
     names = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))

@@ -8,6 +8,7 @@ from typing import Any
 
 from orderfleet.models import content_hash, parse_event
 from orderfleet.models.state import OrderState
+from orderfleet.models.tables import Base
 from orderfleet.models.wire import dumps
 from orderfleet.worker.dev.workload import compact_order
 from sqlalchemy import Engine, text
@@ -86,8 +87,6 @@ def prefill(engine: Engine, orders: int, start: int = 0) -> dict[str, Any]:
 
 def clear_except_store(engine: Engine) -> None:
     """Empty every table but the pre-filled orders and events; delete the other rows there."""
-    from orderfleet.models.tables import Base
-
     kept = {"orders", "order_events"}
     names = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name not in kept)
     pattern = {"pattern": f"{TAG}-o%"}

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from functools import cache, cached_property
 from typing import Annotated, Any, ClassVar, Literal
 
 from orderfleet.models.wire import (
@@ -104,14 +105,32 @@ class Envelope(WireModel):
 
     def payload(self) -> dict[str, Any]:
         """The type-specific fields, JSON-ready, camelCase."""
-        names = set(type(self).model_fields) - set(Envelope.model_fields)
+        names = _payload_fields(type(self))
         payload: dict[str, Any] = _json_ready(self.model_dump(include=names, by_alias=True))
         return payload
+
+    @cached_property
+    def section_document(self) -> dict[str, Any]:
+        """The event as its order's section: eventId, timestamp and payload. Read-only, made
+        once per event: an order's whole document is written for every batch that touches it,
+        its unchanged sections included (a tenth of a bulk worker's time in py-spy). Kept out
+        of equality and hashing (not a field); made after any model_copy of the event."""
+        return {
+            "eventId": self.event_id,
+            "timestamp": format_instant(self.timestamp),
+            **self.payload(),
+        }
 
     def to_wire(self) -> dict[str, Any]:
         """The whole event as a JSON-ready wire object (unknown fields included)."""
         wire: dict[str, Any] = _json_ready(self.model_dump(by_alias=True, exclude_none=True))
         return wire
+
+
+@cache
+def _payload_fields(model: type[Envelope]) -> set[str]:
+    """The fields of an event type that are not the envelope's (shared: never modify)."""
+    return set(model.model_fields) - set(Envelope.model_fields)
 
 
 def _json_ready(obj: Any) -> Any:

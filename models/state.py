@@ -141,7 +141,7 @@ def converged_view(document: dict[str, Any]) -> dict[str, Any]:
 def _section_document(event: Envelope | None) -> dict[str, Any] | None:
     if event is None:
         return None
-    return {"eventId": event.event_id, "timestamp": _instant(event.timestamp), **event.payload()}
+    return event.section_document
 
 
 def _section_event(order_id: str, event_type: str, section: dict[str, Any] | None) -> Any:

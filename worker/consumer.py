@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import signals
 from celery.worker.consumer import Consumer
+from orderfleet.worker.pipeline import dead_letter, queue_of
 from orderfleet.worker.request import ended_outside_the_task
 from orderfleet.worker.runtime import get_runtime
 
@@ -79,8 +80,6 @@ def dead_letter_internal_error(
 
     Only a written dead letter lets the message be acknowledged (worker/request.py).
     """
-    from orderfleet.worker.pipeline import dead_letter, queue_of
-
     name = getattr(sender, "name", None)
     error = f"malformed task message: {type(exception).__name__}: {exception}"
     dead_letter(get_runtime(), "invalid_task", error, [args, kwargs], name, queue_of(request))
@@ -127,8 +126,6 @@ def _bound_eta(message: Any) -> None:
 
 def _record(message: Any, reason: str, error: str) -> bool:
     """Write the dead letter; on failure put the message back for a later try."""
-    from orderfleet.worker.pipeline import dead_letter, queue_of
-
     try:
         raw, name = _raw_body(message), _task_name(message)
         dead_letter(get_runtime(), reason, error, raw, name, queue_of(message))

@@ -1,17 +1,16 @@
 """Dead letters for the operator commands: list, show, replay through validation, purge.
 
-Each function takes what it talks to (a session factory, a Runtime, a Celery app) and returns
+Each function takes what it talks to (a session factory, a Runtime, a send function) and returns
 JSON-ready dicts or small records, so the CLI only formats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from celery import Celery
 from orderfleet.models import InvalidEvent, parse_event
 from orderfleet.models.tables import DeadLetterRow
 from orderfleet.models.wire import format_instant, loads
@@ -76,8 +75,13 @@ def _summary(row: DeadLetterRow) -> dict[str, Any]:
     }
 
 
+# How a replay is sent: tasks.producer.send_raw, given by the caller (the runtime does not
+# import the tasks package; the entry points above both do).
+SendRaw = Callable[[dict[str, Any], str], Any]
+
+
 def replay_dead_letter(
-    app: Celery, runtime: Runtime, letter_id: int, fixed_event: str | None = None
+    send: SendRaw, runtime: Runtime, letter_id: int, fixed_event: str | None = None
 ) -> Replayed:
     """Re-send a dead letter's message (or a fixed-up one); raises InvalidEvent if invalid."""
     with runtime.sessions() as session:
@@ -85,18 +89,18 @@ def replay_dead_letter(
         if row is None:
             raise NotFound(f"dead letter {letter_id} not found")
         raw = row.raw
-    return _replay(app, runtime, letter_id, raw if fixed_event is None else fixed_event)
+    return _replay(send, runtime, letter_id, raw if fixed_event is None else fixed_event)
 
 
 def replay_reason(
-    app: Celery, runtime: Runtime, reason: str, page_size: int = 200
+    send: SendRaw, runtime: Runtime, reason: str, page_size: int = 200
 ) -> tuple[list[Replayed], list[Refused]]:
     """Re-send every unreplayed dead letter of a reason that exists now; invalid ones are kept."""
     replayed: list[Replayed] = []
     refused: list[Refused] = []
     for letter_id, raw in _unreplayed(runtime.sessions, reason, page_size):
         try:
-            replayed.append(_replay(app, runtime, letter_id, raw))
+            replayed.append(_replay(send, runtime, letter_id, raw))
         except InvalidEvent as exc:
             refused.append(Refused(letter_id, str(exc)))
     return replayed, refused
@@ -125,12 +129,10 @@ def _unreplayed(
         after = page[-1][0]
 
 
-def _replay(app: Celery, runtime: Runtime, letter_id: int, text: str) -> Replayed:
+def _replay(send: SendRaw, runtime: Runtime, letter_id: int, text: str) -> Replayed:
     """Validate locally, send to the event type's task on the order's partition, mark replayed."""
-    from orderfleet.tasks.producer import send_raw
-
     event = parse_event(text)
-    sent = send_raw(loads(text), TASK_FOR_TYPE[event.event_type], app=app)
+    sent = send(loads(text), TASK_FOR_TYPE[event.event_type])
     with runtime.sessions.begin() as session:
         stmt = update(DeadLetterRow).where(DeadLetterRow.id == letter_id)
         session.execute(stmt.values(replayed_at=runtime.now()))

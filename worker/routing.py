@@ -11,6 +11,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from orderfleet.models.wire import loads
+from orderfleet.worker.settings import load_settings
+
 EVENT_TASK_PREFIX = "orderfleet.events."
 DECISION_TASK_PREFIX = "orderfleet.decisions."
 MAINTENANCE_TASK_PREFIX = "orderfleet.maintenance."
@@ -64,8 +67,6 @@ def queue_name(partition: int) -> str:
 def queue_for(order_id: str, partitions: int | None = None) -> str:
     """The Celery queue an order's events go to (P from ORDERFLEET_PARTITIONS by default)."""
     if partitions is None:
-        from orderfleet.worker.settings import load_settings
-
         partitions = load_settings().partitions
     return queue_name(partition_for(order_id, partitions))
 
@@ -97,8 +98,6 @@ def partitions_of_member(index: int, members: int, partitions: int) -> list[int]
 def event_order_id(event: Any) -> str | None:
     """The orderId of an event in any form a producer sends (dict, JSON text, model)."""
     if isinstance(event, str | bytes):
-        from orderfleet.models.wire import loads
-
         try:
             event = loads(event)
         except (ValueError, RecursionError):

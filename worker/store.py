@@ -17,7 +17,7 @@ from orderfleet.models.tables import (
     OrderRow,
     OutboxRow,
 )
-from orderfleet.models.wire import dumps
+from orderfleet.models.wire import dumps, dumps_built
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -477,7 +477,7 @@ class UnitOfWork:
         self.events.redelivered, self.ledger.counts = Counter(), Counter()
         if not any(params.values()):
             return
-        statement_params = {name: dumps(rows) for name, rows in params.items()}
+        statement_params = {name: dumps_built(rows) for name, rows in params.items()}
         written = set(self.session.connection().execute(_WRITE, statement_params).scalars())
         lost = {row["order_id"] for row in updates + inserts} - written
         if lost:

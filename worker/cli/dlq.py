@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,13 +98,20 @@ def read_event(path: str) -> str:
         fail(f"--event {path}: {exc.strerror or exc}")
 
 
+def _sender() -> Callable[[dict[str, Any], str], Any]:
+    """The producer's raw send, on this command's Celery app."""
+    from orderfleet.tasks.producer import send_raw
+
+    return partial(send_raw, app=celery_app())
+
+
 def replay_one(runtime: Runtime, letter_id: int, fixed: str | None) -> None:
     """Replay one dead letter, or exit 1 when it is missing or still invalid."""
     from orderfleet.models import InvalidEvent
     from orderfleet.worker.dead_letters import NotFound, replay_dead_letter
 
     try:
-        sent = replay_dead_letter(celery_app(), runtime, letter_id, fixed)
+        sent = replay_dead_letter(_sender(), runtime, letter_id, fixed)
     except NotFound as exc:
         fail(str(exc), 1)
     except InvalidEvent as exc:
@@ -117,7 +126,7 @@ def replay_all(runtime: Runtime, reason: str) -> None:
     """Replay every unreplayed dead letter of a reason; exit 1 when some are still invalid."""
     from orderfleet.worker.dead_letters import replay_reason
 
-    replayed, refused = replay_reason(celery_app(), runtime, reason)
+    replayed, refused = replay_reason(_sender(), runtime, reason)
     typer.echo(f"replayed {plural(len(replayed), 'dead letter')} of reason {reason}")
     for letter in refused:
         typer.secho(
