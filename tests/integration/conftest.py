@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,25 @@ def redis_dir(tmp_path: Path) -> Iterator[Path]:
     embedded.ensure_redis(path)
     yield path
     embedded.stop(path)
+
+
+@pytest.fixture
+def restart_redis(redis_dir: Path) -> Iterator[Callable[[float], threading.Timer]]:
+    """Start the dedicated Redis again after some seconds. Every such timer is done or cancelled
+    before that Redis is stopped: one that fired after a failed test's teardown started a
+    server nobody stopped."""
+    timers: list[threading.Timer] = []
+
+    def after(seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, embedded.ensure_redis, args=(redis_dir,))
+        timers.append(timer)
+        timer.start()
+        return timer
+
+    yield after
+    for timer in timers:
+        timer.cancel()
+        timer.join()
 
 
 @pytest.fixture

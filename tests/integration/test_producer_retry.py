@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,14 +64,13 @@ def _events_in(item: bytes) -> int:
 @pytest.mark.parametrize(
     ("bulk", "count"), [(True, 10), (False, 10), (False, 1)], ids=["bulk", "per-event", "single"]
 )
-def test_publish_many_waits_out_a_redis_restart(app, redis_dir, bulk, count):
+def test_publish_many_waits_out_a_redis_restart(app, redis_dir, restart_redis, bulk, count):
     """A single event is sent unpipelined: a lost connection is retried under the same policy."""
     events = generate(10, seed=1, duplicate_rate=0, invalid_rate=0).distinct[: count + 1]
     publish_many(events[:1], app=app, bulk=bulk)  # a pooled connection the restart will break
     events = events[1:]
     assert embedded.stop_redis(redis_dir)
-    restart = threading.Timer(1.5, embedded.ensure_redis, args=(redis_dir,))
-    restart.start()
+    restart = restart_redis(1.5)
     retries: list[int] = []
     began = time.monotonic()
     receipts = publish_many(
@@ -117,13 +115,14 @@ def test_without_a_broker_publish_many_still_fails_after_its_retries(app, redis_
     assert retries == [1, 2]
 
 
-def test_send_raw_sends_a_broken_event_as_it_is_and_waits_out_a_redis_restart(app, redis_dir):
+def test_send_raw_sends_a_broken_event_as_it_is_and_waits_out_a_redis_restart(
+    app, redis_dir, restart_redis
+):
     valid = generate(2, seed=5, duplicate_rate=0, invalid_rate=0).distinct
     send_raw(valid[0], app=app)  # a pooled connection the restart will break
     broken = {**valid[1], "eventType": "OrderTeleported", "totalAmount": ["not", "money"]}
     assert embedded.stop_redis(redis_dir)
-    restart = threading.Timer(1.5, embedded.ensure_redis, args=(redis_dir,))
-    restart.start()
+    restart = restart_redis(1.5)
     retries: list[int] = []
     receipt = send_raw(
         broken, app=app, retry_policy=POLICY, on_retry=lambda e, n: retries.append(n)

@@ -8,9 +8,8 @@ before the worker sends the record.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,16 +27,6 @@ QUEUE = "orderfleet.p000"
 TASK = "orderfleet.events.order_created"
 
 
-@pytest.fixture
-def restarts(redis_dir: Path) -> Iterator[list[threading.Timer]]:
-    """Timers that start the dedicated Redis again; each done before that Redis is stopped."""
-    timers: list[threading.Timer] = []
-    yield timers
-    for timer in timers:
-        timer.cancel()
-        timer.join()
-
-
 def send_event(connection: Connection) -> dict:
     """One Celery (protocol 2) event message on QUEUE; the event it carries."""
     event = {"eventType": "OrderCreated", "orderId": "o-restart", "eventId": str(uuid.uuid4())}
@@ -48,7 +37,10 @@ def send_event(connection: Connection) -> dict:
 
 
 def stop_redis_before_the_record(
-    monkeypatch, redis_dir: Path, restarts: list[threading.Timer], back_after: float | None
+    monkeypatch,
+    redis_dir: Path,
+    restart_redis: Callable[[float], object] | None,
+    back_after: float | None,
 ) -> None:
     """Stop Redis right after BRPOP answered, before kombu's record; start it again or not."""
     record = kombu_redis.QoS.append
@@ -57,9 +49,8 @@ def stop_redis_before_the_record(
     def stop_then_record(qos, message, delivery_tag):
         if not stopped:
             stopped.append(embedded.stop_redis(redis_dir))
-            if back_after is not None:
-                restarts.append(threading.Timer(back_after, embedded.ensure_redis, (redis_dir,)))
-                restarts[-1].start()
+            if restart_redis is not None and back_after is not None:
+                restart_redis(back_after)
         return record(qos, message, delivery_tag)
 
     monkeypatch.setattr(kombu_redis.QoS, "append", stop_then_record)
@@ -74,11 +65,11 @@ def consume_blocking(connection: Connection, taken: list) -> None:
 
 
 def test_a_popped_message_is_recorded_once_redis_is_back(
-    worker_connection, redis_dir, restarts, monkeypatch
+    worker_connection, redis_dir, restart_redis, monkeypatch
 ):
     connection = worker_connection
     send_event(connection)
-    stop_redis_before_the_record(monkeypatch, redis_dir, restarts, back_after=1.0)
+    stop_redis_before_the_record(monkeypatch, redis_dir, restart_redis, back_after=1.0)
     taken: list = []
     consume_blocking(connection, taken)
     client = redis.Redis.from_url(embedded.redis_url(redis_dir))
@@ -94,7 +85,7 @@ def test_a_popped_message_goes_to_the_dead_letters_when_redis_stays_away(
     connection = worker_connection
     event = send_event(connection)
     monkeypatch.setattr(transport, "RECORD_PATIENCE", 0.5)
-    stop_redis_before_the_record(monkeypatch, redis_dir, [], back_after=None)
+    stop_redis_before_the_record(monkeypatch, redis_dir, None, back_after=None)
     taken: list = []
     with pytest.raises(transport.BROKER_DOWN):
         consume_blocking(connection, taken)
