@@ -114,7 +114,7 @@ def raw_sends(events: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, An
     return sends
 
 
-def send_raw(sends: list[tuple[str, str, dict[str, Any]]]) -> int:
+def raw_send_loop(sends: list[tuple[str, str, dict[str, Any]]]) -> int:
     """A pipelined send_task loop (kombu producer.batch, as bench/noop_app.enqueue)."""
     from orderfleet.worker.celery_app import app
 
@@ -134,7 +134,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     if args.raw:
         sends = raw_sends(events)
         began = time.perf_counter()
-        messages = send_raw(sends)
+        messages = raw_send_loop(sends)
     else:
         publish = publisher(args.bulk)
         began = time.perf_counter()

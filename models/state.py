@@ -141,7 +141,7 @@ def converged_view(document: dict[str, Any]) -> dict[str, Any]:
 def _section_document(event: Envelope | None) -> dict[str, Any] | None:
     if event is None:
         return None
-    return event.section_document
+    return dict(event.section_document)  # the event's is shared: a document may be changed
 
 
 def _section_event(order_id: str, event_type: str, section: dict[str, Any] | None) -> Any:

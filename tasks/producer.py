@@ -197,7 +197,11 @@ def _sending(app: Celery, messages: int) -> Iterator[Any]:
             with _batch(producer, messages):
                 yield producer
         except producer.connection.connection_errors as exc:
+            producer.connection.declared_entities.clear()  # a Redis back empty lacks the bindings
             raise OperationalError(str(exc)) from exc
+        except BatchPublishError:
+            producer.connection.declared_entities.clear()
+            raise
 
 
 def _declare(app: Celery, producer: Any, partitions: Iterable[int]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 from orderfleet.worker.dev.processes import FleetProcess, Supervisor
@@ -18,8 +19,15 @@ def shell(name: str, script: str, log_dir) -> FleetProcess:
     return FleetProcess(name, ["-c", script], dict(os.environ), log_dir, command=["sh"])
 
 
-def test_stop_all_ends_every_process_together_killing_what_ignores_sigterm(tmp_path):
-    supervisor = Supervisor(stop_timeout=1.0)
+@pytest.fixture
+def supervisor() -> Iterator[Supervisor]:
+    """A supervisor whose processes are stopped after the test, whatever it asserted."""
+    made = Supervisor(stop_timeout=1.0)
+    yield made
+    made.stop_all()
+
+
+def test_stop_all_ends_every_process_together_killing_what_ignores_sigterm(supervisor, tmp_path):
     polite, stubborn = supervisor.start_ready(
         [shell("polite", ENDS_ON_TERM, tmp_path), shell("stubborn", IGNORES_TERM, tmp_path)]
     )
@@ -32,8 +40,7 @@ def test_stop_all_ends_every_process_together_killing_what_ignores_sigterm(tmp_p
     assert supervisor.processes == []
 
 
-def test_stop_forgets_only_the_processes_stopped(tmp_path):
-    supervisor = Supervisor(stop_timeout=5.0)
+def test_stop_forgets_only_the_processes_stopped(supervisor, tmp_path):
     first, second = supervisor.start_ready(
         [shell("first", ENDS_ON_TERM, tmp_path), shell("second", ENDS_ON_TERM, tmp_path)]
     )
@@ -41,4 +48,3 @@ def test_stop_forgets_only_the_processes_stopped(tmp_path):
     assert supervisor.processes == [second] and second.alive() and not first.alive()
     supervisor.kill([second])
     assert supervisor.processes == [] and not second.alive()
-    assert supervisor.tallies() == {}
