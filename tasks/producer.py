@@ -183,7 +183,7 @@ def _check_partition_count(settings: Settings, redis_url: str | None) -> None:
 def _send_all(app: Celery, parsed: list[Event], partitions: int) -> list[PublishReceipt]:
     routed = [(event, partition_for(event.order_id, partitions)) for event in parsed]
     with _sending(app, len(routed)) as producer:
-        _declare(app, producer, {partition for _, partition in routed})
+        _declare(app, producer, {queue_name(partition) for _, partition in routed})
         return [_send(app, producer, event, partition) for event, partition in routed]
 
 
@@ -204,13 +204,13 @@ def _sending(app: Celery, messages: int) -> Iterator[Any]:
             raise
 
 
-def _declare(app: Celery, producer: Any, partitions: Iterable[int]) -> None:
-    """Declare each partition queue once per connection, not once per message as send_task
+def _declare(app: Celery, producer: Any, queues: Iterable[str]) -> None:
+    """Declare each queue once per connection, not once per message as send_task
     would: kombu binds a copy of the queue before its per-connection cache answers (a fifth of
     a per-event publish in py-spy), so the cache is asked first."""
     declared = producer.connection.declared_entities  # kombu clears it on a reconnect
-    for partition in sorted(partitions):
-        queue = app.amqp.queues[queue_name(partition)]
+    for name in sorted(queues):
+        queue = app.amqp.queues[name]
         if hash(queue) not in declared:
             producer.maybe_declare(queue)
 
@@ -228,7 +228,7 @@ def _send(app: Celery, producer: Any, event: Event, partition: int) -> PublishRe
 
 def _send_raw(app: Celery, name: str, queue: str, wire: dict[str, Any]) -> RawReceipt:
     with _sending(app, 1) as producer:
-        producer.maybe_declare(app.amqp.queues[queue])
+        _declare(app, producer, [queue])
         task_id = _message(app, producer, name, queue, {"event": wire}, None)
     return RawReceipt(name, queue, task_id)
 
@@ -264,7 +264,7 @@ def _send_bulk(app: Celery, parsed: list[Event], partitions: int) -> list[Publis
         by_queue.setdefault(partition_for(event.order_id, partitions), []).append(event)
     receipts: dict[str, PublishReceipt] = {}
     with _sending(app, len(parsed)) as producer:
-        _declare(app, producer, by_queue)
+        _declare(app, producer, {queue_name(partition) for partition in by_queue})
         for partition, events in by_queue.items():
             for chunk, wires in _chunks(events):
                 _send_chunk(app, producer, partition, chunk, wires, receipts)
