@@ -24,7 +24,13 @@ from orderfleet.models.events import (
     content_hash,
     content_of,
 )
-from orderfleet.models.parsing import InvalidEvent, parse_event, raw_text, storable_text
+from orderfleet.models.parsing import (
+    InvalidEvent,
+    parse_event,
+    parse_stored,
+    raw_text,
+    storable_text,
+)
 from orderfleet.models.state import OrderState, converged_view, project
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     "decision_payload",
     "next_decision",
     "parse_event",
+    "parse_stored",
     "project",
     "raw_text",
     "storable_text",

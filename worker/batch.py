@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from orderfleet.models import InvalidEvent, parse_event
+from orderfleet.models import InvalidEvent, parse_stored
 from orderfleet.worker.failures import Remedy, handed_back, remedy, transient
 from orderfleet.worker.locks import LockNotAcquired, OrderLocks
 from orderfleet.worker.outbox import publish_after_commit
@@ -165,7 +165,7 @@ def _events_of(message: Received) -> tuple[list[Any], str | None]:
 def _take(out: _Unpacked, index: int, message: Received, raw: Any) -> None:
     """Validate one raw event: a valid one joins the batch, an invalid one is dead-lettered."""
     try:
-        event = parse_event(raw)
+        event, text = parse_stored(raw)
     except InvalidEvent as exc:
         out.reject(index, "invalid_event", str(exc), raw, message.task_name)
         return
@@ -174,7 +174,8 @@ def _take(out: _Unpacked, index: int, message: Received, raw: Any) -> None:
         error = f"eventType {event.event_type} must be sent to {expected}, not {message.task_name}"
         out.reject(index, "task_mismatch", error, raw, message.task_name)
         return
-    incoming = Incoming(event, raw if isinstance(raw, dict) else None, expected, message.queue)
+    stored = raw if isinstance(raw, dict) else None  # text is None unless raw is an object
+    incoming = Incoming(event, stored, expected, message.queue, text)
     out.events.append(_Event(index, incoming, raw))
 
 

@@ -42,17 +42,23 @@ class Outcome:
 @dataclass(frozen=True)
 class Incoming:
     """A validated event and the object it came from, stored as received (None: an event not
-    received as an object; its wire form is stored)."""
+    received as an object; its wire form is stored), with that object's JSON text when known."""
 
     event: Event
     raw: dict[str, Any] | None = None
     task_name: str | None = None
     queue: str | None = None  # where the message came from, for the message ledger
+    raw_text: str | None = None  # dumps(raw), from parse_stored
 
     @property
     def raw_object(self) -> dict[str, Any]:
         """What the event log stores for this event (docs/design.md §1, unknown fields kept)."""
         return self.event.to_wire() if self.raw is None else self.raw
+
+    @property
+    def stored_text(self) -> str:
+        """`raw_object` as the JSON the event log stores."""
+        return self.raw_text if self.raw_text is not None else dumps(self.raw_object)
 
 
 def apply_event(
@@ -86,7 +92,7 @@ def apply_events(
         hashes = {eid: content_hash(item.event) for eid, item in firsts.items()}
         new_ids, stored = uow.events.record(
             [i.event for i in firsts.values()],
-            [i.raw_object for i in firsts.values()],
+            [i.stored_text for i in firsts.values()],
             list(hashes.values()),
             now,
         )
