@@ -85,6 +85,9 @@ app.steps["worker"].add(StartupCheck)
 app.steps["consumer"].add(RequeueGathered)
 
 
+GC_THRESHOLDS = (20_000, 50, 100)  # young collection per 20,000 net allocations (default 700)
+
+
 @signals.worker_process_init.connect
 def _fresh_runtime_after_fork(**_: object) -> None:
     reset_runtime()
@@ -92,12 +95,17 @@ def _fresh_runtime_after_fork(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _freeze_startup_objects(**_: object) -> None:
-    """Leave what start-up built out of every later garbage collection.
+    """Leave what start-up built out of every later garbage collection, and collect less often.
 
     Measured: a full collection walked the ~1M objects of the loaded libraries and took
-    77-122 ms, three times in 20 s per worker: the tail of publish->commit latency.
+    77-122 ms, three times in 20 s per worker: the tail of publish->commit latency. With
+    Python's default thresholds (700, 10, 10) a bulk worker still spent 9 % of its time in
+    about 180 collections a second (gc.callbacks); with GC_THRESHOLDS its CPU per event fell
+    from 0.098 to 0.083 ms (bulk) and from 0.183 to 0.162 ms (batched), peak RSS unchanged.
+    Nearly all garbage is freed by reference counting; collections only find cycles.
     """
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @signals.worker_ready.connect
