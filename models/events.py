@@ -14,6 +14,7 @@ from orderfleet.models.wire import (
     MAX_INT,
     PLAIN_JSON,
     canonical_json,
+    dumps_built,
     format_decimal,
     format_instant,
     to_instant,
@@ -120,6 +121,11 @@ class Envelope(WireModel):
             "timestamp": format_instant(self.timestamp),
             **self.payload(),
         }
+
+    @cached_property
+    def section_json(self) -> str:
+        """`section_document` as JSON, made once per event (every write of its order has it)."""
+        return dumps_built(self.section_document)
 
     def to_wire(self) -> dict[str, Any]:
         """The whole event as a JSON-ready wire object (unknown fields included)."""

@@ -18,7 +18,7 @@ from orderfleet.models.events import (
     PaymentProcessed,
     ShippingCalculated,
 )
-from orderfleet.models.wire import format_instant, to_instant
+from orderfleet.models.wire import dumps_built, format_instant, to_instant
 from pydantic import BaseModel, ConfigDict
 
 
@@ -78,8 +78,8 @@ class OrderState(BaseModel):
         """The winning event of every non-empty section."""
         return [e for e in (getattr(self, name) for name in SECTIONS) if e is not None]
 
-    def to_document(self) -> dict[str, Any]:
-        """The JSON-ready Order document (docs/design.md §2)."""
+    def to_document(self, sections: bool = True) -> dict[str, Any]:
+        """The JSON-ready Order document (docs/design.md §2); without `sections`, all but them."""
         doc: dict[str, Any] = {
             "orderId": self.order_id,
             "status": self.status,
@@ -89,11 +89,22 @@ class OrderState(BaseModel):
             "firstEventAt": _instant(self.first_event_at),
             "lastEventAt": _instant(self.last_event_at),
         }
-        for name in SECTIONS:
+        for name in SECTIONS if sections else ():
             doc[name] = _section_document(getattr(self, name))
         doc["decision"] = self.decision.to_document() if self.decision else None
         doc["version"] = self.version
         return doc
+
+    def stored_json(self) -> str:
+        """`to_document()` without its version (the row has it), as JSON text.
+
+        Each section is its event's `section_json`, written once per event instead of once per
+        write of the order (writing whole documents was a tenth of a bulk worker's time).
+        """
+        head = self.to_document(sections=False)
+        del head["version"]
+        sections = "".join(f',"{name}":{_section_json(getattr(self, name))}' for name in SECTIONS)
+        return f"{dumps_built(head)[:-1]}{sections}}}"
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> OrderState:
@@ -142,6 +153,10 @@ def _section_document(event: Envelope | None) -> dict[str, Any] | None:
     if event is None:
         return None
     return dict(event.section_document)  # the event's is shared: a document may be changed
+
+
+def _section_json(event: Envelope | None) -> str:
+    return "null" if event is None else event.section_json
 
 
 def _section_event(order_id: str, event_type: str, section: dict[str, Any] | None) -> Any:

@@ -307,9 +307,10 @@ def _state(document: dict[str, Any], version: int) -> OrderState:
 
 
 def _order_row(state: OrderState, read_at: int | None, now: datetime) -> dict[str, Any]:
-    """The row of a saved order; its version goes up by one per event folded (at least one)."""
-    document = state.to_document()
-    document.pop("version")
+    """The row of a saved order; its version goes up by one per event folded (at least one).
+
+    Its document is JSON text already (`OrderState.stored_json`): `_rows_json` splices it in.
+    """
     return {
         "order_id": state.order_id,
         "expected": read_at,
@@ -319,9 +320,18 @@ def _order_row(state: OrderState, read_at: int | None, now: datetime) -> dict[st
         "event_count": state.event_count,
         "decision_seq": state.decision.seq if state.decision else 0,
         "last_event_at": state.last_event_at,
-        "document": document,
+        "document": state.stored_json(),
         "updated_at": now,
     }
+
+
+def _rows_json(rows: list[dict[str, Any]], spliced: str) -> str:
+    """rows as a JSON array; each row's `spliced` field, JSON text already, goes in as it is."""
+    texts = []
+    for row in rows:
+        rest = dumps_built({k: v for k, v in row.items() if k != spliced})
+        texts.append(f'{rest[:-1]},"{spliced}":{row[spliced]}}}')
+    return f"[{','.join(texts)}]"
 
 
 class Outbox:
@@ -479,7 +489,10 @@ class UnitOfWork:
         self.events.redelivered, self.ledger.counts = Counter(), Counter()
         if not any(params.values()):
             return
-        statement_params = {name: dumps_built(rows) for name, rows in params.items()}
+        statement_params = {
+            name: _rows_json(rows, "document") if name in _ORDER_PARAMS else dumps_built(rows)
+            for name, rows in params.items()
+        }
         written = set(self.session.connection().execute(_WRITE, statement_params).scalars())
         lost = {row["order_id"] for row in updates + inserts} - written
         if lost:
@@ -489,6 +502,7 @@ class UnitOfWork:
         self.session.rollback()
 
 
+_ORDER_PARAMS = ("updates", "inserts")  # rows whose document is JSON text already
 _CONCURRENT_CREATE = ("orders_pkey", "decision_outbox_pkey", "uq_decision_outbox_order_id_seq")
 
 

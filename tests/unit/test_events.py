@@ -8,7 +8,7 @@ from decimal import Decimal
 import orderfleet.models as models
 import pytest
 from orderfleet.models import InvalidEvent, parse_event
-from orderfleet.models.wire import MAX_EVENT_BYTES, format_decimal
+from orderfleet.models.wire import MAX_EVENT_BYTES, dumps, format_decimal, loads
 
 from tests.unit.factories import wire
 
@@ -52,6 +52,18 @@ def test_json_number_money_is_the_exact_decimal():
     assert type(event.total_amount) is Decimal
     assert event.total_amount == Decimal("99.99")
     assert str(event.total_amount) == "99.99"
+
+
+def test_parse_stored_gives_the_text_the_event_log_stores():
+    obj = loads(
+        json.dumps(created(totalAmount=None, promo={"code": "X"}))[:-1]
+        + ', "totalAmount": 12345678901234567.89}'
+    )
+    event, text = models.parse_stored(obj)
+    assert event == parse_event(obj)
+    assert text == dumps(obj)
+    assert '"totalAmount":"12345678901234567.89"' in text
+    assert models.parse_stored(json.dumps(payment()))[1] is None
 
 
 def test_python_float_money_is_the_decimal_of_its_repr():

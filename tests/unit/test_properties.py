@@ -1,5 +1,6 @@
 """Properties of the pure domain under every arrival order (hypothesis)."""
 
+import json
 from decimal import Decimal
 from itertools import pairwise
 
@@ -88,6 +89,14 @@ def test_document_round_trips_through_from_document(data):
     restored = OrderState.from_document(doc)
     assert restored.to_document() == doc
     assert decide(restored) == decide(state)
+
+
+@PROPERTY
+@given(st.data())
+def test_stored_json_is_the_document_without_its_version(data):
+    state = fold(data.draw(st.permutations(data.draw(event_sets()))))
+    expected = {k: v for k, v in state.to_document().items() if k != "version"}
+    assert json.loads(state.stored_json()) == expected
 
 
 @PROPERTY
