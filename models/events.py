@@ -110,12 +110,8 @@ class Envelope(WireModel):
         payload: dict[str, Any] = _json_ready(self.model_dump(include=names, by_alias=True))
         return payload
 
-    @cached_property
     def section_document(self) -> dict[str, Any]:
-        """The event as its order's section: eventId, timestamp and payload. Read-only, made
-        once per event: an order's whole document is written for every batch that touches it,
-        its unchanged sections included (a tenth of a bulk worker's time in py-spy). Kept out
-        of equality and hashing (not a field); made after any model_copy of the event."""
+        """The event as its order's section: eventId, timestamp and payload."""
         return {
             "eventId": self.event_id,
             "timestamp": format_instant(self.timestamp),
@@ -124,8 +120,11 @@ class Envelope(WireModel):
 
     @cached_property
     def section_json(self) -> str:
-        """`section_document` as JSON, made once per event (every write of its order has it)."""
-        return dumps_built(self.section_document)
+        """`section_document()` as JSON, made once per event: an order's whole document is
+        written for every batch that touches it, its unchanged sections included (a tenth of a
+        bulk worker's time in py-spy). Kept out of equality and hashing (not a field); made
+        after any model_copy of the event. Only the text is kept: cached orders hold it."""
+        return dumps_built(self.section_document())
 
     def to_wire(self) -> dict[str, Any]:
         """The whole event as a JSON-ready wire object (unknown fields included)."""

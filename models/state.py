@@ -152,7 +152,7 @@ def converged_view(document: dict[str, Any]) -> dict[str, Any]:
 def _section_document(event: Envelope | None) -> dict[str, Any] | None:
     if event is None:
         return None
-    return dict(event.section_document)  # the event's is shared: a document may be changed
+    return event.section_document()
 
 
 def _section_json(event: Envelope | None) -> str:
