@@ -19,6 +19,8 @@ from orderfleet.worker.dev import scratch
 from orderfleet.worker.dev.lifeline import lifeline
 from sqlalchemy import text
 
+pytest_plugins = ["tests.rabbit_cluster"]  # the 3-node RabbitMQ cluster fixture
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUN_ID = scratch.unique_id()
 KEEP_TMP = os.environ.get("ORDERFLEET_TEST_KEEP_TMP", "") == "1"  # logs of a failure, for a look
