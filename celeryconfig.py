@@ -49,6 +49,7 @@ worker_consumer = "orderfleet.worker.consumer:DeadLetteringConsumer"
 
 if rabbitmq.is_rabbitmq(broker_url):
     # Quorum queues (worker/rabbitmq.py): Celery then uses per-consumer prefetch (no global QoS).
+    broker_transport = rabbitmq.transport(broker_url)
     broker_transport_options = rabbitmq.transport_options()
     task_queues = rabbitmq.task_queues(_settings)
     task_default_queue_type = task_create_missing_queue_type = "quorum"

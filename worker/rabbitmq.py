@@ -12,7 +12,8 @@ dead_letters table (worker/consumer.py): a poison message ends there, never drop
 is the default exchange, which always exists: until the dead-letter queue is declared, the
 broker keeps such a message and tries again.
 
-Every publish waits for the broker's confirm: a nack raises (amqp.exceptions.MessageNacked).
+Every publish waits for the broker's confirm: a nack raises (amqp.exceptions.MessageNacked; in a
+publish batch, whose confirms are awaited together, BatchPublishError: worker/confirms.py).
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def nothing_to_read(connection: Any) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return not poller.poll(0)
+
+
+def transport(broker_url: str) -> str:
+    """kombu's py-amqp transport whose publish batches wait for their confirms together
+    (worker/confirms.py), for an amqp:// or amqps:// URL."""
+    name = "SSLTransport" if broker_url.startswith("amqps://") else "Transport"
+    return f"orderfleet.worker.confirms:{name}"
 
 
 def transport_options() -> dict[str, Any]:

@@ -16,7 +16,9 @@ SHOW_CONFIG = """
 import json
 from orderfleet.worker.celery_app import app
 queues = {q.name: q.queue_arguments for q in app.conf.task_queues}
-print(json.dumps({"queues": queues, "options": app.conf.broker_transport_options}))
+conf = app.conf
+print(json.dumps({"queues": queues, "options": conf.broker_transport_options,
+                  "transport": conf.broker_transport}))
 """
 
 
@@ -114,6 +116,7 @@ def test_a_message_of_any_other_queue_did_not_die_even_with_death_headers():
 def test_the_celery_config_on_rabbitmq_declares_quorum_queues_and_confirms_publishes():
     config = _config("amqp://guest:guest@127.0.0.1:5672/x")
     assert config["options"] == {"confirm_publish": True}
+    assert config["transport"] == "orderfleet.worker.confirms:Transport"
     assert config["queues"]["orderfleet.p003"]["x-single-active-consumer"] is True
     assert {args["x-queue-type"] for args in config["queues"].values()} == {"quorum"}
 
@@ -124,3 +127,4 @@ def test_the_celery_config_on_redis_is_as_it_was():
     assert config["options"]["global_keyprefix"] == "p:"
     assert config["options"]["visibility_timeout"] == 30.0
     assert "confirm_publish" not in config["options"]
+    assert config["transport"] is None
