@@ -164,3 +164,14 @@ def rabbitmq_consumers(amqp_url: str) -> dict[str, list[bool]]:
         queue, active = line.split("\t")[:2]
         found.setdefault(queue, []).append(active.strip() == "true")
     return found
+
+
+def rabbitmq_queues(amqp_url: str) -> dict[str, tuple[int, int]]:
+    """Per queue of the URL's virtual host: (messages ready, messages unacknowledged)."""
+    columns = ["name", "messages_ready", "messages_unacknowledged", "--quiet", "--no-table-headers"]
+    listed = scratch.rabbitmqctl(["list_queues", "-p", vhost_of(amqp_url), *columns])
+    found = {}
+    for line in filter(None, listed.splitlines()):
+        name, ready, unacked = line.split("\t")[:3]
+        found[name] = (int(ready), int(unacked))
+    return found

@@ -6,10 +6,10 @@ import pytest
 from kombu import Connection, Consumer, Queue
 from orderfleet.worker.dead_letters import list_dead_letters
 from orderfleet.worker.dev import scratch
-from orderfleet.worker.dev.workload import order_traffic
+from orderfleet.worker.dev.workload import deliveries_of, order_traffic
 from orderfleet.worker.routing import queue_for, queue_name
 
-from tests.fleet import ledger, rabbitmq_consumers, vhost_of, wait_for
+from tests.fleet import ledger, rabbitmq_consumers, rabbitmq_queues, vhost_of, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,6 +37,22 @@ def test_a_second_worker_of_the_same_partitions_is_a_standby_until_the_first_sto
     events = order_traffic(40, seed=8)
     assert fleet.publish(events, "producer").wait(60) == 0
     wait_for(lambda: ledger(sessions) == (len(events), len(events), 0), 60, "the standby to apply")
+
+
+def test_a_warm_shutdown_hands_every_message_in_hand_back(fleet, sessions, amqp_url):
+    events = order_traffic(600, seed=11)
+    sent = deliveries_of(events, redeliver=0.3, seed=12)
+    assert fleet.publish(sent, "producer").wait(120) == 0  # a backlog, then the worker
+    worker = fleet.start("w0", "worker", "--partitions", "0-7")
+    wait_for(lambda: ledger(sessions)[0] > 0, 60, "the first events applied")
+    assert worker.stop() == 0
+    partitions = {q: n for q, n in rabbitmq_queues(amqp_url).items() if q in PARTITIONS}
+    assert sum(unacked for _, unacked in partitions.values()) == 0, partitions
+    left, ended = sum(ready for ready, _ in partitions.values()), ledger(sessions)[1]
+    print(f"\nstopped with {ended} of {len(sent)} messages ended, {left} back on the queues")
+    assert left + ended == len(sent)  # each one ended once, or back on its queue
+    fleet.start("w0-again", "worker", "--partitions", "0-7")
+    wait_for(lambda: ledger(sessions) == (len(events), len(sent), 0), 120, "the rest")
 
 
 def _return_every_delivery(amqp_url: str, queue: str, quiet: float = 3.0) -> int:
