@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 class DeadLetteringConsumer(Consumer):
     """Celery's consumer, with a dead letter for every message it cannot hand to a task."""
 
+    class Blueprint(Consumer.Blueprint):
+        """Celery's consumer steps but native delayed delivery, which Celery starts with quorum
+        queues: it serves queues bound to topic exchanges only, and orderfleet's are bound to
+        a direct one, so it would declare 28 quorum queues of its own and warn for every queue
+        of ours, at every start, for nothing."""
+
+        default_steps = [s for s in Consumer.Blueprint.default_steps if "DelayedDelivery" not in s]
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         error = f"cannot decode the message ({message.content_type}): {type(exc).__name__}: {exc}"
         if _record(message, "undecodable_message", error):
