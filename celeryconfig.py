@@ -1,7 +1,7 @@
 """Celery settings for orderfleet, all derived from ORDERFLEET_* settings (worker/settings.py)."""
 
 from kombu import Queue
-from orderfleet.worker import routing
+from orderfleet.worker import rabbitmq, routing
 from orderfleet.worker.settings import load_settings
 
 if __name__ != "orderfleet.celeryconfig":
@@ -22,7 +22,7 @@ def route_task(name, args, kwargs, options, task=None, **kw):
 # (worker/servers.py); no server is started behind a missing URL.
 broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
-broker_transport_options = {
+_redis_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
     # Sweep for unacked messages of dead workers every second, not every 100 s.
     "unacked_restore_interval": 1,
@@ -47,7 +47,16 @@ task_send_sent_event = False
 worker_hijack_root_logger = False
 worker_consumer = "orderfleet.worker.consumer:DeadLetteringConsumer"
 
-task_queues = [Queue(name, routing_key=name) for name in routing.all_queues(_settings.partitions)]
+if rabbitmq.is_rabbitmq(broker_url):
+    # Quorum queues (worker/rabbitmq.py): Celery then uses per-consumer prefetch (no global QoS).
+    broker_transport = rabbitmq.transport(broker_url)
+    broker_transport_options = rabbitmq.transport_options()
+    task_queues = rabbitmq.task_queues(_settings)
+    task_default_queue_type = task_create_missing_queue_type = "quorum"
+    worker_detect_quorum_queues = True
+else:
+    broker_transport_options = _redis_transport_options
+    task_queues = [Queue(n, routing_key=n) for n in routing.all_queues(_settings.partitions)]
 task_default_queue = routing.MAINTENANCE_QUEUE
 task_routes = (route_task,)
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: real PostgreSQL and Redis, isolated per test run and cleaned up.
+"""Shared fixtures: real PostgreSQL, Redis and RabbitMQ, isolated per test run and cleaned up.
 
 The machine's servers when ORDERFLEET_TEST_DATABASE_URL / ORDERFLEET_TEST_REDIS_URL are set
-(.ci/run sets them), else embedded ones from PyPI. A missing service fails loudly in CI.
+(.ci/run sets them), else embedded ones from PyPI. RabbitMQ is the machine's, at
+ORDERFLEET_TEST_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672), each test in a virtual
+host of its own. A missing service fails loudly in CI.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from kombu import Connection
 from orderfleet.worker.db import driver_url, make_engine, session_factory
 from orderfleet.worker.dev import scratch
 from orderfleet.worker.dev.lifeline import lifeline
@@ -23,6 +26,7 @@ pytest_plugins = ["tests.rabbit_cluster"]  # the 3-node RabbitMQ cluster fixture
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUN_ID = scratch.unique_id()
+AMQP_URL = os.environ.get("ORDERFLEET_TEST_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672"
 KEEP_TMP = os.environ.get("ORDERFLEET_TEST_KEEP_TMP", "") == "1"  # logs of a failure, for a look
 
 
@@ -129,3 +133,31 @@ def key_prefix(redis_server_url: str) -> Iterator[str]:
     prefix = f"orderfleet-test:{RUN_ID}:{scratch.unique_id(8)}:"
     with scratch.fresh_prefix(redis_server_url, prefix):
         yield prefix
+
+
+@pytest.fixture(scope="session")
+def amqp_server_url() -> str:
+    """The machine's RabbitMQ (its default virtual host answers)."""
+    try:
+        with Connection(AMQP_URL, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        unavailable("RabbitMQ", exc)
+    return AMQP_URL
+
+
+@pytest.fixture
+def amqp_url(amqp_server_url: str) -> Iterator[str]:
+    """A RabbitMQ virtual host of this test alone (its URL), deleted with its queues afterwards."""
+    name = f"orderfleet-test-{RUN_ID}-{scratch.unique_id(8)}"
+    try:
+        with scratch.fresh_vhost(amqp_server_url, name) as url:
+            yield url
+    except scratch.RabbitMQUnavailable as exc:
+        unavailable("RabbitMQ (rabbitmqctl)", exc)
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> str:
+    """The fleet's broker: "redis", unless a test is parametrized with it (`both_brokers`)."""
+    return getattr(request, "param", "redis")

@@ -12,15 +12,20 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import pytest
 import redis
 from orderfleet.models.tables import DeadLetterRow, EventRow
+from orderfleet.worker.dev import scratch
 from orderfleet.worker.dev.processes import FleetProcess, Supervisor
 from orderfleet.worker.servers import broker_url_of_redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 ORDERFLEET = [sys.executable, "-m", "orderfleet.worker"]  # the `orderfleet` command
+# A fleet test run on each broker: the machine's Redis, and RabbitMQ (a virtual host of its own).
+both_brokers = pytest.mark.parametrize("broker", ["redis", "rabbitmq"], indirect=True)
 
 
 def run_orderfleet(
@@ -143,3 +148,30 @@ def kill_with_a_message_in_hand(
             os.killpg(victim.pid, signal.SIGCONT)
         time.sleep(0.001)
     raise AssertionError("the worker never held a message")
+
+
+def vhost_of(amqp_url: str) -> str:
+    return unquote(urlsplit(amqp_url).path[1:])
+
+
+def rabbitmq_consumers(amqp_url: str) -> dict[str, list[bool]]:
+    """Per queue of the URL's virtual host: for each of its consumers, whether it is active
+    (a single-active-consumer queue has one active consumer, the others are standbys)."""
+    columns = ["queue_name", "active", "--quiet", "--no-table-headers"]
+    listed = scratch.rabbitmqctl(["list_consumers", "-p", vhost_of(amqp_url), *columns])
+    found: dict[str, list[bool]] = {}
+    for line in filter(None, listed.splitlines()):
+        queue, active = line.split("\t")[:2]
+        found.setdefault(queue, []).append(active.strip() == "true")
+    return found
+
+
+def rabbitmq_queues(amqp_url: str) -> dict[str, tuple[int, int]]:
+    """Per queue of the URL's virtual host: (messages ready, messages unacknowledged)."""
+    columns = ["name", "messages_ready", "messages_unacknowledged", "--quiet", "--no-table-headers"]
+    listed = scratch.rabbitmqctl(["list_queues", "-p", vhost_of(amqp_url), *columns])
+    found = {}
+    for line in filter(None, listed.splitlines()):
+        name, ready, unacked = line.split("\t")[:3]
+        found[name] = (int(ready), int(unacked))
+    return found

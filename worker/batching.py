@@ -3,8 +3,9 @@
 Celery hands every received message to its task's strategy. Here the event messages of a
 worker are gathered and applied together (worker/batch.py) as soon as the batch holds
 ORDERFLEET_BATCH_SIZE events, its queues are found empty for ORDERFLEET_BATCH_LINGER seconds
-(Redis: worker/transport.py), or ORDERFLEET_BATCH_INTERVAL seconds have passed since its first
-message, whichever comes first; so a lone event is held back a few milliseconds at most.
+(Redis: worker/transport.py; RabbitMQ: nothing more to read on the consumer's connection), or
+ORDERFLEET_BATCH_INTERVAL seconds have passed since its first message, whichever comes first;
+so a lone event is held back a few milliseconds at most.
 Each message is then acknowledged, or, for what could not end, re-published as a retry with
 backoff and then acknowledged. Nothing is acknowledged before its outcome is committed. The
 worker's prefetch covers a batch (`orderfleet worker` sets it); a warm shutdown puts the
@@ -27,7 +28,7 @@ from celery.utils.time import timezone
 from celery.worker.request import create_request_cls
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
 from kombu.asynchronous.timer import to_timestamp
-from orderfleet.worker import metrics, transport
+from orderfleet.worker import metrics, rabbitmq, transport
 from orderfleet.worker.batch import MessageEnd, Received, apply_batch
 from orderfleet.worker.failures import unreachable
 from orderfleet.worker.outbox import mark_sent
@@ -66,6 +67,14 @@ class Batcher:
         sweep = SAFETY_SWEEP if ours else self.interval
         consumer.timer.call_repeatedly(sweep, self.flush_if_due, priority=5)
         consumer.timer.call_repeatedly(MARK_EVERY, self.mark_sent, priority=5)
+        if rabbitmq.consumes_from_rabbitmq(consumer) and consumer.hub is not None:
+            consumer.hub.on_tick.add(self.flush_if_drained)  # each turn of the event loop
+
+    def flush_if_drained(self) -> None:
+        """RabbitMQ pushes messages as the prefetch allows: when nothing more waits to be read
+        on the consumer's connection, its queues are, for this worker, empty."""
+        if self.linger() == 0 and rabbitmq.nothing_to_read(self.consumer.connection):
+            self.flush()
 
     def add(self, request: Any, in_delivery: bool = True) -> None:
         """Gather one request; apply the batch when it is full or its time has come."""

@@ -2,7 +2,9 @@
 
 Undecodable bodies, disallowed content types, unknown task names and messages that are not
 Celery tasks at all reach these hooks before any task runs; each one is recorded with a
-reason before the message is acknowledged, so nothing received is silently lost.
+reason before the message is acknowledged, so nothing received is silently lost. So is a
+message RabbitMQ dead-lettered (its delivery limit reached: worker/rabbitmq.py), whatever
+its task.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 from celery import signals
 from celery.worker.consumer import Consumer
-from orderfleet.worker.pipeline import dead_letter, queue_of
+from orderfleet.worker import rabbitmq
+from orderfleet.worker.pipeline import dead_letter, dead_letter_all, queue_of, subjects_of
 from orderfleet.worker.request import ended_outside_the_task
 from orderfleet.worker.runtime import get_runtime
 
@@ -45,6 +48,11 @@ class DeadLetteringConsumer(Consumer):
             refused = _refusal(message)
             if refused is not None:
                 if _record(message, *refused):
+                    message.ack()
+                return None
+            death = rabbitmq.death_of(message)
+            if death is not None:
+                if _record_death(message, *death):
                     message.ack()
                 return None
             _bound_eta(message)
@@ -131,6 +139,21 @@ def _record(message: Any, reason: str, error: str) -> bool:
         dead_letter(get_runtime(), reason, error, raw, name, queue_of(message))
     except Exception:
         log.exception("could not dead-letter a %s message; re-queued", reason)
+        message.reject(requeue=True)
+        return False
+    return True
+
+
+def _record_death(message: Any, why: str, queue: str | None) -> bool:
+    """Write every event of a message the broker gave up on; on failure put it back."""
+    reason = "delivery_limit" if why == "delivery_limit" else f"broker_{why}"
+    limit = get_runtime().settings.delivery_limit
+    error = f"dead-lettered by RabbitMQ from {queue} ({why}; delivery limit {limit})"
+    name, subjects = subjects_of(message)
+    try:
+        dead_letter_all(get_runtime(), reason, error, subjects, name, queue)
+    except Exception:
+        log.exception("could not dead-letter a message the broker gave up on; re-queued")
         message.reject(requeue=True)
         return False
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kombu.utils.encoding import bytes_to_str
 from orderfleet.models import raw_text
 from orderfleet.worker.failures import transient_as_retryable
 from orderfleet.worker.routing import BATCH_TASK, event_order_id
@@ -62,6 +63,18 @@ def dead_letter_all(
         uow.ledger.count_ends([queue])
         uow.commit()
     log.warning("%d dead letters (%s) from %s: %s", len(raws), reason, task_name, error[:500])
+
+
+def subjects_of(message: Any) -> tuple[str | None, list[Any]]:
+    """The task name and the events of a kombu task message (each its own dead letter), else
+    its body as text."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    name = headers.get("task")
+    try:
+        args, kwargs, _ = message.decode()
+    except Exception:
+        return name, [bytes_to_str(message.body)]
+    return name, events_of_message(name, args, kwargs)
 
 
 def events_of_message(task_name: str | None, args: Any, kwargs: Any) -> list[Any]:

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     batch_interval: float = 0.05
     batch_linger: float = 0.0
     ready_file: Path | None = None
+    quorum_group_size: int | None = None
+    delivery_limit: int = 20
 
     @classmethod
     def settings_customise_sources(
@@ -133,6 +135,7 @@ def _settings_of(variables: tuple[tuple[str, str], ...]) -> Settings:
     except ValidationError as invalid:
         raise SettingsError(_message(invalid.errors()[0])) from None
     _check_batching(settings)
+    _check_rabbitmq(settings)
     return settings
 
 
@@ -154,6 +157,16 @@ def _check_batching(settings: Settings) -> None:
             f"{_ENV['batch_linger']}={settings.batch_linger}: must be 0 to "
             f"{_ENV['batch_interval']} ({settings.batch_interval})"
         )
+
+
+def _check_rabbitmq(settings: Settings) -> None:
+    if settings.quorum_group_size is not None and settings.quorum_group_size < 1:
+        raise SettingsError(
+            f"{_ENV['quorum_group_size']}={settings.quorum_group_size}: must be at least 1"
+        )
+    if settings.delivery_limit < 1:
+        limit = settings.delivery_limit
+        raise SettingsError(f"{_ENV['delivery_limit']}={limit}: must be at least 1")
 
 
 _CREDENTIALS = re.compile(r"([a-zA-Z][\w+.-]*://[^/:@\s]*:)[^/\s]*@")

@@ -32,7 +32,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from orderfleet.worker.exact_json import loads_envelope
-from orderfleet.worker.pipeline import dead_letter, dead_letter_all, events_of_message
+from orderfleet.worker.pipeline import dead_letter, dead_letter_all, subjects_of
 from orderfleet.worker.routing import MAINTENANCE_QUEUE
 from orderfleet.worker.runtime import get_runtime
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -124,21 +124,11 @@ def _keep_unrecorded(message: Any, exc: BaseException) -> None:
     """Dead-letter (replayable) a taken message that Redis never came back to record."""
     error = f"taken from {message.delivery_info.get('routing_key')} but never recorded: {exc}"
     queue = message.delivery_info.get("routing_key") or None
-    name, subjects = _subjects_of(message)
+    name, subjects = subjects_of(message)
     try:
         dead_letter_all(get_runtime(), "broker_unreachable", error, subjects, name, queue)
     except Exception:
         log.critical("message lost with its broker: %s", message.body, exc_info=True)
-
-
-def _subjects_of(message: Any) -> tuple[str | None, list[Any]]:
-    """The task name and the events of a task message (each its own letter), else the body."""
-    name = (message.headers or {}).get("task")
-    try:
-        args, kwargs, _ = message.decode()
-    except Exception:
-        return name, [bytes_to_str(message.body)]
-    return name, events_of_message(name, args, kwargs)
 
 
 def ack_all(messages: list[Any]) -> None:

@@ -1,4 +1,5 @@
-"""End to end: real worker processes, real Redis and PostgreSQL, shuffled duplicated traffic."""
+"""End to end: real worker processes, real Redis (or RabbitMQ) and PostgreSQL, shuffled
+duplicated traffic."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from orderfleet.worker.routing import queue_name
 from orderfleet.worker.store import stream_orders
 from sqlalchemy import func, select
 
-from tests.fleet import kill_with_a_message_in_hand, ledger, wait_for
+from tests.fleet import both_brokers, kill_with_a_message_in_hand, ledger, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -68,6 +69,7 @@ def _delivered(sessions) -> int:
         return s.scalar(select(func.count()).select_from(DecisionDeliveryRow))
 
 
+@both_brokers
 @pytest.mark.parametrize("producer", ["--per-event", "--bulk"])
 def test_two_workers_two_producers_300_orders_converge_exactly(fleet, sessions, producer):
     events = order_traffic(300, seed=1)
@@ -91,6 +93,7 @@ def _unpublished(sessions) -> int:
         return s.scalar(select(func.count()).where(OutboxRow.published_at.is_(None)))
 
 
+@both_brokers
 def test_two_workers_on_the_same_partitions_still_converge(fleet, sessions):
     events = order_traffic(300, seed=3)
     sent = deliveries_of(events, redeliver=0.3, seed=4)

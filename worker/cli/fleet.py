@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import typer
-from orderfleet.worker import routing
+from orderfleet.worker import rabbitmq, routing
 from orderfleet.worker.cli.connect import celery_app, use_servers
 from orderfleet.worker.cli.output import fail
 from orderfleet.worker.flower_args import flower_argv, flower_auth
@@ -18,12 +18,14 @@ def worker_queues(
     partitions: str | None, index: int | None, of: int | None, decisions: bool
 ) -> tuple[list[str], str]:
     """The queues a worker consumes and a name for it, from exactly one way of choosing."""
-    total = load_settings().partitions
+    settings = load_settings()
+    total = settings.partitions
     chosen = [partitions is not None, index is not None or of is not None, decisions]
     if sum(chosen) != 1:
         raise ValueError("choose exactly one of --partitions, --index/--of, --decisions")
     if decisions:
-        return [routing.DECISIONS_QUEUE, routing.MAINTENANCE_QUEUE], "decisions"
+        dead = [rabbitmq.DEAD_LETTER_QUEUE] if rabbitmq.is_rabbitmq(settings.broker_url) else []
+        return [routing.DECISIONS_QUEUE, routing.MAINTENANCE_QUEUE, *dead], "decisions"
     if partitions is not None:
         parts = routing.parse_partitions(partitions, total)
     elif index is None or of is None:
@@ -37,7 +39,9 @@ def worker(
     partitions: str = typer.Option(None, help="Partitions to consume, e.g. 0-7 or 0,3,8-11."),
     index: int = typer.Option(None, help="This worker's index among --of equal workers."),
     of: int = typer.Option(None, help="How many equal workers share the partitions."),
-    decisions: bool = typer.Option(False, help="Consume the decisions and maintenance queues."),
+    decisions: bool = typer.Option(
+        False, help="Consume the decisions and maintenance queues (RabbitMQ: and dead letters)."
+    ),
     loglevel: str = typer.Option(None, help="Log level (default ORDERFLEET_LOG_LEVEL)."),
 ) -> None:
     """Run one single-threaded consumer (solo pool, late ack; batches) for some queues."""

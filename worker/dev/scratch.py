@@ -1,15 +1,19 @@
-"""Throwaway places on shared servers, for the tests and the bench: a database, a key prefix.
+"""Throwaway places on shared servers, for the tests and the bench: a database, a key prefix,
+a RabbitMQ virtual host.
 
 A run gets a uniquely named PostgreSQL database with orderfleet's schema, dropped at the end
-(sessions forced out), and a unique Redis key prefix whose keys are deleted at the end, so runs
-on the same servers never see each other's data.
+(sessions forced out), a unique Redis key prefix whose keys are deleted at the end, and a
+RabbitMQ virtual host of its own, deleted with its queues at the end, so runs on the same
+servers never see each other's data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import uuid
 from collections.abc import Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 from orderfleet.worker.db import make_engine, upgrade
@@ -102,3 +106,43 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
     if batch:
         deleted += client.delete(*batch)
     return deleted
+
+
+class RabbitMQUnavailable(RuntimeError):
+    """rabbitmqctl failed: it is missing, or the RabbitMQ node is down or refuses."""
+
+
+RABBITMQCTL_TIMEOUT = 60.0  # seconds; each call starts an Erlang VM (about a second)
+
+
+@contextlib.contextmanager
+def fresh_vhost(amqp_url: str, name: str, node: str | None = None) -> Iterator[str]:
+    """A new virtual host `name` on this machine's RabbitMQ node (rabbitmqctl), where the URL's
+    user may do everything; the URL of it. Deleted at the end, with its queues."""
+    user = urlsplit(amqp_url).username or "guest"
+    rabbitmqctl(["add_vhost", name], node)
+    try:
+        rabbitmqctl(["set_permissions", "-p", name, user, ".*", ".*", ".*"], node)
+        yield vhost_url(amqp_url, name)
+    finally:
+        rabbitmqctl(["delete_vhost", name], node)
+
+
+def vhost_url(amqp_url: str, vhost: str) -> str:
+    """The AMQP URL of another virtual host on the same server."""
+    parts = urlsplit(amqp_url)
+    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+
+
+def rabbitmqctl(args: list[str], node: str | None = None) -> str:
+    """Run `rabbitmqctl ARGS` (on `node`, else the default node); its output."""
+    command = ["rabbitmqctl", *(["-n", node] if node else []), *args]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=RABBITMQCTL_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RabbitMQUnavailable(f"{' '.join(command)}: {exc}") from exc
+    if done.returncode != 0:
+        raise RabbitMQUnavailable(f"{' '.join(command)}: {done.stderr.strip() or done.stdout}")
+    return done.stdout
