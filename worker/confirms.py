@@ -27,16 +27,27 @@ CONFIRMS = [spec.Basic.Ack, spec.Basic.Nack]
 
 
 class PublishBatch:
-    """Messages sent on one channel in confirm mode whose confirms are still due."""
+    """Messages sent on one channel in confirm mode whose confirms are still due.
+
+    The broker's confirms may be read while the batch is still sending (py-amqp reads what
+    arrives whenever it waits for anything): they are taken from the channel's events."""
 
     def __init__(self, channel: Channel, max_size: int) -> None:
         self.channel, self.max_size = channel, max_size
         self.due: set[int] = set()  # delivery tags not confirmed yet
         self.nacked = 0
+        channel.events["basic_ack"].add(self._acked)
+        channel.events["basic_nack"].add(self._nacked)
 
     def publish(self, message: Any, **kwargs: Any) -> None:
         kwargs.pop("confirm_timeout", None)
-        self.due.add(self.channel.publish_unconfirmed(message, **kwargs))
+        tag = self.channel.next_delivery_tag()
+        self.due.add(tag)  # before sending: its confirm may be read while sending
+        try:
+            self.channel.publish_unconfirmed(message, **kwargs)
+        except BaseException:
+            self.due.discard(tag)
+            raise
         if len(self.due) >= self.max_size:
             self.flush()
 
@@ -44,7 +55,7 @@ class PublishBatch:
         """Wait for every due confirm; raise if the broker refused any message."""
         try:
             while self.due:
-                self.channel.wait(CONFIRMS, callback=self._confirmed)
+                self.channel.wait(CONFIRMS)
         except Exception as exc:
             self.due.clear()
             raise BatchPublishError("confirms lost: delivery uncertain") from exc
@@ -60,13 +71,22 @@ class PublishBatch:
             self.flush()
 
     def close(self) -> None:
-        """Nothing to release: the channel belongs to the producer."""
+        """Stop listening to the channel's confirms (the channel belongs to the producer)."""
+        self.channel.events["basic_ack"].discard(self._acked)
+        self.channel.events["basic_nack"].discard(self._nacked)
 
-    def _confirmed(self, method: Any, delivery_tag: int, multiple: bool) -> None:
-        ended = {t for t in self.due if t <= delivery_tag} if multiple else {delivery_tag}
-        if method == spec.Basic.Nack:
-            self.nacked += len(ended & self.due)
+    def _acked(self, delivery_tag: int, multiple: bool) -> None:
+        self.due -= self._ended(delivery_tag, multiple)
+
+    def _nacked(self, delivery_tag: int, multiple: bool) -> None:
+        ended = self._ended(delivery_tag, multiple)
+        self.nacked += len(ended)
         self.due -= ended
+
+    def _ended(self, delivery_tag: int, multiple: bool) -> set[int]:
+        if multiple:
+            return {t for t in self.due if t <= delivery_tag}
+        return {delivery_tag} & self.due
 
 
 class Channel(pyamqp.Channel):
@@ -84,13 +104,17 @@ class Channel(pyamqp.Channel):
             self.published += 1
         return sent
 
-    def publish_unconfirmed(self, message: Any, **kwargs: Any) -> int:
-        """Send without waiting for the confirm; the delivery tag the broker will confirm."""
+    def next_delivery_tag(self) -> int:
+        """The delivery tag the broker will confirm the next publish with (confirm mode on)."""
         if not self._confirm_selected:
             self._confirm_selected = True
             self.confirm_select()
+        return self.published + 1
+
+    def publish_unconfirmed(self, message: Any, **kwargs: Any) -> None:
+        """Send without waiting for the confirm."""
+        self.next_delivery_tag()
         self._basic_publish(message, **kwargs)
-        return self.published
 
     def create_publish_batch(self, max_size: int) -> PublishBatch:
         return PublishBatch(self, max_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import defaultdict, deque
 
 import pytest
 from amqp import spec
@@ -13,24 +13,36 @@ ACK, NACK = spec.Basic.Ack, spec.Basic.Nack
 
 
 class FakeChannel:
-    """Delivery tags 1, 2, ... for what is published; the broker's confirms from a script."""
+    """Delivery tags 1, 2, ... for what is published; the broker's confirms from a script,
+    read one at a time while waiting, or `early` ones while still publishing."""
 
-    def __init__(self, *confirms: tuple) -> None:
+    def __init__(self, *confirms: tuple, early: int = 0) -> None:
         self.published = 0
         self.confirms = deque(confirms)
+        self.early = early
         self.waits = 0
+        self.events: dict[str, set] = defaultdict(set)
 
-    def publish_unconfirmed(self, message, **kwargs) -> int:
+    def next_delivery_tag(self) -> int:
+        return self.published + 1
+
+    def publish_unconfirmed(self, message, **kwargs) -> None:
         assert "confirm_timeout" not in kwargs
         self.published += 1
-        return self.published
+        if self.published <= self.early:
+            self._read()
 
-    def wait(self, methods, callback):
+    def wait(self, methods):
         assert methods == [ACK, NACK]
         self.waits += 1
         if not self.confirms:
             raise ConnectionResetError("connection lost")
-        callback(*self.confirms.popleft())
+        self._read()
+
+    def _read(self) -> None:
+        method, tag, multiple = self.confirms.popleft()
+        for listener in list(self.events["basic_ack" if method == ACK else "basic_nack"]):
+            listener(tag, multiple)
 
 
 def _send(batch: PublishBatch, n: int) -> None:
@@ -71,6 +83,20 @@ def test_a_full_batch_waits_for_its_confirms_before_sending_more():
     _send(batch, 1)
     batch.flush()
     assert batch.due == set()
+
+
+def test_confirms_read_while_still_publishing_count():
+    channel = FakeChannel((ACK, 1, False), (ACK, 2, False), (ACK, 3, False), early=2)
+    batch = PublishBatch(channel, max_size=100)
+    _send(batch, 3)
+    batch.flush()
+    assert (batch.due, channel.waits) == (set(), 1)
+
+
+def test_a_closed_batch_stops_listening():
+    channel = FakeChannel()
+    PublishBatch(channel, max_size=1).close()
+    assert not any(channel.events.values())
 
 
 def test_a_discarded_batch_reads_its_confirms_and_raises_nothing():
