@@ -10,8 +10,9 @@ from pathlib import Path
 
 import redis
 from orderfleet.worker import routing
-from orderfleet.worker.dev.processes import FleetProcess, Supervisor, tallies_of
+from orderfleet.worker.dev.processes import FleetProcess, Supervisor
 from orderfleet.worker.dev.scratch import delete_prefix
+from orderfleet.worker.metrics import scrape
 from orderfleet.worker.rabbitmq import DEAD_LETTER_QUEUE
 from sqlalchemy import Engine
 
@@ -21,6 +22,8 @@ from bench.config import REPO_ROOT, BenchConfig
 from bench.procs import ResourceMonitor, server_pids
 from bench.servers import Servers, checkpoint, truncate_all
 from bench.store import clear_except_store
+
+METRICS_PORT_ENV = "ORDERFLEET_METRICS_PORT"
 
 
 @dataclass
@@ -104,5 +107,11 @@ class Context:
         return names + (["RabbitMQ"] if self.broker.server_pids() else [])
 
     def stats(self, workers: Sequence[FleetProcess]) -> dict[str, int]:
-        """The workers' tallies (applied, duplicate, retry:<cause>, ...) from their metrics."""
-        return tallies_of(workers)
+        """The workers' tallies (applied, duplicate, retry:<cause>, ...) from their metrics: at
+        the port a worker was given (served before it is ready), else the one it announced."""
+        return scrape(url for url in map(_metrics_url, workers) if url is not None)
+
+
+def _metrics_url(worker: FleetProcess) -> str | None:
+    port = worker.env.get(METRICS_PORT_ENV, "0")
+    return f"http://127.0.0.1:{port}/metrics" if port != "0" else worker.metrics_url()
