@@ -10,7 +10,9 @@ number of worker processes:
   (c) publish->commit latency at half of b2's rate (bench/fleet.py);
   (d) the producer from one process: publish_many bulk and per event vs a raw send_task loop
       (bench/publishing.py);
-  (e) with --orders-in-store N: b2 with 10,000 and N orders pre-filled by SQL (bench/store.py).
+  (e) with --orders-in-store N: b2 with 10,000 and N orders pre-filled by SQL (bench/store.py);
+and (a), b2 and b3 again on RabbitMQ, in a virtual host of the run's own (bench/rabbit_server.py,
+bench/brokers.py), each as a ratio to the RabbitMQ no-op of the same run (--brokers chooses).
 
 Results are printed as tables and written to bench/results/<timestamp>.json.
 """

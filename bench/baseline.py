@@ -15,11 +15,11 @@ from bench.servers import BenchError
 POLL = 0.02
 
 
-def noop_workers(ctx: Context, run: int) -> list[FleetProcess]:
+def noop_workers(ctx: Context, name: str) -> list[FleetProcess]:
     """The no-op workers: solo pool, one at a time, prefetch 1, on the no-op queue."""
     return [
         FleetProcess(
-            f"noop-r{run}-w{index}",
+            f"{name}-w{index}",
             [
                 "worker",
                 "-P",
@@ -35,7 +35,7 @@ def noop_workers(ctx: Context, run: int) -> list[FleetProcess]:
                 "--loglevel",
                 "INFO",
                 "-n",
-                f"noop{index}.r{run}@%h",
+                f"{name}-w{index}@%h",
             ],
             ctx.noop_env(),
             ctx.log_dir,
@@ -45,13 +45,14 @@ def noop_workers(ctx: Context, run: int) -> list[FleetProcess]:
     ]
 
 
-def run_baseline(ctx: Context, run: int) -> dict[str, Any]:
+def run_baseline(ctx: Context, name: str) -> dict[str, Any]:
     """Drain `noop_messages` pre-enqueued no-op messages; messages/s once all workers run."""
     ctx.reset()
     waited = wait_quiet(ctx.config.wait_quiet)
     count = ctx.config.noop_messages
-    enqueue_seconds = noop_app.enqueue(noop_app.make_app(ctx.servers.broker_url, ctx.prefix), count)
-    workers = noop_workers(ctx, run)
+    with noop_app.make_app(ctx.broker.url, ctx.prefix) as app:
+        enqueue_seconds = noop_app.enqueue(app, count)
+    workers = noop_workers(ctx, name)
     ctx.supervisor.start_ready(workers)
     try:
         with ctx.monitor(workers) as monitor:

@@ -12,7 +12,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bench.config import DEFAULT_DATA_DIR, RESULTS_DIR, BenchConfig, Knob, check
+from bench.config import (
+    AMQP_URL_ENV,
+    DEFAULT_AMQP_URL,
+    DEFAULT_DATA_DIR,
+    RESULTS_DIR,
+    BenchConfig,
+    Knob,
+    check,
+)
 
 WIDTH = 120
 
@@ -21,7 +29,7 @@ cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @cli.command(
     help="Raw Celery no-op ceiling vs orderfleet (per-event unbatched and batched, bulk, "
-    "latency, producer), on the same servers."
+    "latency, producer), on the same servers; on Redis and on RabbitMQ."
 )
 def bench(
     ctx: typer.Context,
@@ -64,6 +72,21 @@ def bench(
     wait_quiet: Annotated[
         float, Knob("seconds to wait before each measurement for the CPU to be quiet", quick=0.0)
     ] = 60.0,
+    brokers: Annotated[
+        str | None,
+        Knob(
+            "brokers to measure, comma-separated: redis (a-d), rabbitmq (a, b2, b3 in a virtual "
+            "host of the run's own); default both, the RabbitMQ columns skipped with the reason "
+            "when it is unreachable (a broker named here must be reachable)"
+        ),
+    ] = None,
+    amqp_url: Annotated[
+        str | None,
+        Knob(
+            f"RabbitMQ of the RabbitMQ columns, loopback only (default ${AMQP_URL_ENV}, else "
+            f"{DEFAULT_AMQP_URL})"
+        ),
+    ] = None,
     quick: Annotated[
         bool,
         typer.Option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_DATA_DIR = BENCH_DIR / ".data"
 RESULTS_DIR = BENCH_DIR / "results"
 SMALL_STORE = 10_000  # orders in the store of (e)'s first measurement
+REDIS, RABBITMQ = "redis", "rabbitmq"
+BROKERS = (REDIS, RABBITMQ)
+AMQP_URL_ENV = "ORDERFLEET_BENCH_AMQP_URL"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class BenchConfig:
     partitions: int
     seed: int
     wait_quiet: float
+    brokers: str | None
+    amqp_url: str | None
     quick: bool
     data_dir: Path
     output: Path | None
@@ -69,3 +76,32 @@ def check(config: BenchConfig) -> None:
         raise SystemExit(f"python -m bench: invalid options: {', '.join(bad)}")
     if config.workers > config.partitions:
         raise SystemExit("python -m bench: --workers must not exceed --partitions")
+    if config.orders_in_store is not None and REDIS not in chosen_brokers(config):
+        raise SystemExit(
+            "python -m bench: --orders-in-store measures on Redis: add it to --brokers"
+        )
+
+
+def chosen_brokers(config: BenchConfig) -> tuple[str, ...]:
+    """The brokers of --brokers, in BROKERS order; both when it is not given."""
+    if config.brokers is None:
+        return BROKERS
+    named = {name.strip().lower() for name in config.brokers.split(",") if name.strip()}
+    unknown = sorted(named - set(BROKERS))
+    if unknown or not named:
+        raise SystemExit(
+            f"python -m bench: --brokers {config.brokers!r}: name one or more of "
+            f"{', '.join(BROKERS)}" + (f" (not {', '.join(unknown)})" if unknown else "")
+        )
+    return tuple(name for name in BROKERS if name in named)
+
+
+def rabbitmq_required(config: BenchConfig) -> bool:
+    """Whether --brokers names RabbitMQ: then an unreachable one fails the run, not skips."""
+    return config.brokers is not None and RABBITMQ in chosen_brokers(config)
+
+
+def amqp_url(config: BenchConfig) -> str:
+    """The RabbitMQ of the RabbitMQ columns: --amqp-url, else $ORDERFLEET_BENCH_AMQP_URL,
+    else the machine's (guest on 127.0.0.1:5672)."""
+    return config.amqp_url or os.environ.get(AMQP_URL_ENV) or DEFAULT_AMQP_URL

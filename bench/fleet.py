@@ -11,20 +11,16 @@ from typing import Any
 
 from orderfleet.models.tables import DeadLetterRow, EventRow
 from orderfleet.worker.dev.percentiles import latency_summary
-from orderfleet.worker.dev.processes import FleetProcess
+from orderfleet.worker.dev.processes import READY_TIMEOUT, FleetProcess
 from orderfleet.worker.metrics import retries_by_cause
 from sqlalchemy import func, select
 
 from bench.context import Context
-from bench.procs import (
-    Snapshot,
-    module_command,
-    usage,
-    wait_quiet,
-)
+from bench.procs import Snapshot, free_port, module_command, usage, wait_quiet
 from bench.servers import BenchError
 
 POLL = 0.25
+START_POLL = 0.05
 SIZING_MARGIN = 1.3
 STARTUP_ALLOWANCE = 3.0
 MAX_BACKLOG = 400_000
@@ -57,7 +53,7 @@ def fleet_workers(ctx: Context, name: str, batching: str = "true") -> list[Fleet
         FleetProcess(
             f"{name}-w{i}",
             ["worker", "--index", str(i), "--of", str(n)],
-            ctx.fleet_env(ORDERFLEET_BATCHING=batching),
+            ctx.fleet_env(ORDERFLEET_BATCHING=batching, ORDERFLEET_METRICS_PORT=str(free_port())),
             ctx.log_dir,
         )
         for i in range(n)
@@ -81,12 +77,12 @@ def run_throughput(ctx: Context, drain: Drain) -> dict[str, Any]:
     waited = wait_quiet(ctx.config.wait_quiet)
     stamps, published = _publish_backlog(ctx, drain)
     workers = fleet_workers(ctx, drain.name, BATCHING[drain.kind])
-    ctx.supervisor.start_ready(workers)
+    _start_working(ctx, workers)
     try:
         with ctx.monitor(workers) as monitor:
             time.sleep(ctx.config.warmup)
             before, stats_before = monitor.snapshot(), ctx.stats(workers)
-            drained = _watch_window(ctx, workers, drain.duration)
+            drained = _watch_window(ctx, workers, drain)
             after, stats_after = monitor.snapshot(), ctx.stats(workers)
             peak = monitor.peak_rss_mb()
     finally:
@@ -183,15 +179,51 @@ def _finish(producer: FleetProcess, timeout: float) -> None:
         raise BenchError(f"{producer.name} failed ({code}):\n{producer.log_text()[-3000:]}")
 
 
-def _watch_window(ctx: Context, workers: list[FleetProcess], duration: float) -> bool:
-    """Sleep through the window; True when the backlog ran out first (the window is cut short)."""
-    end = time.monotonic() + duration
+def _watch_window(ctx: Context, workers: list[FleetProcess], drain: Drain) -> bool:
+    """Sleep through the window; True when the backlog ran out first (the window is cut short).
+
+    It has run out when the queues hold nothing ready and the workers have ended every event
+    of it: a worker's prefetch may hold much of it (on RabbitMQ each of its partition queues
+    has a prefetch of a batch, so a bulk backlog is all in the workers' hands at once)."""
+    end = time.monotonic() + drain.duration
     while time.monotonic() < end:
         time.sleep(min(POLL, max(0.0, end - time.monotonic())))
         _check_alive(workers)
-        if ctx.fleet_depth() == 0:
+        if ctx.fleet_depth() == 0 and ended(ctx.stats(workers)) >= drain.backlog:
             return True
     return False
+
+
+def _start_working(ctx: Context, workers: list[FleetProcess]) -> None:
+    """Start the workers; return when each one is ready or already ending events.
+
+    On RabbitMQ a worker under a backlog reports ready late: Celery subscribes to its queues
+    one round trip at a time, and applies what each subscription delivers while it waits for
+    the next (seen: 5 s and most of a 64,000-event bulk backlog before ready). Its metrics
+    (at the port it was given) show it working before that."""
+    for worker in workers:
+        ctx.supervisor.start(worker)
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = list(workers)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{waiting[0].name} neither ready nor working:\n{_tail(waiting[0])}")
+        _check_alive(workers)
+        time.sleep(START_POLL)
+        waiting = [w for w in waiting if not _working(ctx, w)]
+
+
+def _working(ctx: Context, worker: FleetProcess) -> bool:
+    if worker.ready_path.exists():
+        return True
+    try:
+        return ended(ctx.stats([worker])) > 0
+    except OSError:  # its metrics are not served yet
+        return False
+
+
+def _tail(worker: FleetProcess) -> str:
+    return worker.log_text()[-3000:]
 
 
 def _check_alive(workers: list[FleetProcess]) -> None:

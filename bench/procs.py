@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 import threading
 import time
@@ -24,6 +25,13 @@ def celery_command(app_module: str) -> list[str]:
 def module_command(module: str) -> list[str]:
     """`python -m module` with this interpreter."""
     return [sys.executable, "-m", module]
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a process's metrics, known before it starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

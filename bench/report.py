@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -81,6 +82,7 @@ DRAIN_COLUMNS = {
     "bulk": "(b3) bulk",
 }
 RATE = _either("messages_per_s", "events_per_s")
+SERVER_CPU = "server CPU per message / event"
 DRAIN_ROWS: list[tuple[str, str, Getter, str]] = [
     ("drain rate", "msg|ev/s", RATE, ",.0f"),
     ("distinct events applied", "events/s", lambda r: r.get("applied_events_per_s"), ",.0f"),
@@ -93,7 +95,7 @@ DRAIN_ROWS: list[tuple[str, str, Getter, str]] = [
         ".3f",
     ),
     (
-        "server CPU per event (PostgreSQL + Redis)",
+        SERVER_CPU,
         "ms",
         _either("server_cpu_ms_per_message", "server_cpu_ms_per_event"),
         ".3f",
@@ -153,45 +155,101 @@ STORE_ROWS: list[tuple[str, str, Getter, str]] = [
 ]
 
 
-def drain_table(result: dict[str, Any]) -> Table:
-    """One column per drain (medians), ratios to the no-op rate, per-run rates and ratios."""
+RABBITMQ_COLUMNS = {"baseline": "(a) no-op", "batched": "(b2) batched", "bulk": "(b3) bulk"}
+SHOWN = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
+
+
+@dataclass(frozen=True)
+class Drains:
+    """One broker's drain columns: their blocks (runs, median), ratios and whose CPU is shown."""
+
+    broker: str  # "redis" or "rabbitmq"
+    blocks: dict[str, Any]
+    columns: dict[str, str]
+    server_cpu_of: list[str]
+    to_redis: dict[str, float]  # a column's median rate over Redis's (RabbitMQ, with both)
+
+
+def drains_of(result: dict[str, Any]) -> list[Drains]:
+    """The drain columns of each broker measured: Redis's at the top level, RabbitMQ's under
+    "rabbitmq"."""
+    found = []
+    servers = {name: status.get("server_cpu_of", []) for name, status in _brokers(result).items()}
+    if "ratio" in result:
+        found.append(Drains("redis", result, DRAIN_COLUMNS, servers.get("redis", []), {}))
+    if "rabbitmq" in result:
+        summary = result["summary"]
+        to_redis = {
+            name: summary[f"rabbitmq_{name}_to_redis"]
+            for name in RABBITMQ_COLUMNS
+            if f"rabbitmq_{name}_to_redis" in summary
+        }
+        found.append(
+            Drains("rabbitmq", result["rabbitmq"], RABBITMQ_COLUMNS, servers["rabbitmq"], to_redis)
+        )
+    return found
+
+
+def _brokers(result: dict[str, Any]) -> dict[str, Any]:
+    """Each broker's status; a result from before RabbitMQ had columns measured Redis only."""
+    return result.get("brokers") or {"redis": {"status": "measured"}}
+
+
+def drain_table(result: dict[str, Any], drains: Drains) -> Table:
+    """One column per drain on one broker (medians), ratios to the no-op rate on that broker,
+    per-run rates and ratios."""
     machine = result["machine"]
     title = (
-        f"orderfleet bench: backlog drains, {result['config']['workers']} worker processes, "
-        f"{machine['cores_logical']} cores, {machine['ram_gib']} GiB, {machine['date']}; "
-        f"medians of {result['config']['runs']} run(s)"
+        f"orderfleet bench on {SHOWN[drains.broker]}{_queues(drains)}: backlog drains, "
+        f"{result['config']['workers']} worker processes, {machine['cores_logical']} cores, "
+        f"{machine['ram_gib']} GiB, {machine['date']}; medians of {result['config']['runs']} run(s)"
     )
     grid = Table(title=title, title_justify="left")
-    for column in ["measurement", "unit", *DRAIN_COLUMNS.values()]:
+    for column in ["measurement", "unit", *drains.columns.values()]:
         grid.add_column(column, justify="left" if column in ("measurement", "unit") else "right")
-    grid.add_row("drain rate (a: msg/s, b: events/s)", "/s", *_cells(result, RATE, ",.0f"))
-    grid.add_row("  per run", "/s", *_per_run_cells(result, RATE, ",.0f"))
-    grid.add_row("ratio to (a) of the same run", "x", *_ratio_cells(result, "median"))
-    grid.add_row("  per run", "x", *_ratio_cells(result, "per_run"))
+    grid.add_row("drain rate (a: msg/s, b: events/s)", "/s", *_cells(drains, RATE, ",.0f"))
+    grid.add_row("  per run", "/s", *_per_run_cells(drains, RATE, ",.0f"))
+    grid.add_row("ratio to (a) of the same run", "x", *_ratio_cells(drains, "median"))
+    grid.add_row("  per run", "x", *_ratio_cells(drains, "per_run"))
     goals = (
-        f">= {_g(r['target'])}" if r["target"] is not None else "-" for r in _kind_ratios(result)
+        f">= {_g(r['target'])}" if r["target"] is not None else "-" for r in _kind_ratios(drains)
     )
     grid.add_row("  target", "x", "", *goals)
+    if drains.to_redis:
+        cells = [_fmt(drains.to_redis.get(name), ".3f") for name in drains.columns]
+        grid.add_row("rate over Redis's of the same run", "x", *cells)
     for label, unit, get, fmt in DRAIN_ROWS[1:]:
-        grid.add_row(label, unit, *_cells(result, get, fmt))
+        grid.add_row(_server_label(label, drains), unit, *_cells(drains, get, fmt))
     return grid
 
 
-def _cells(result: dict[str, Any], get: Getter, fmt: str) -> list[str]:
-    return [_fmt(get(result[name]["median"]), fmt) for name in DRAIN_COLUMNS]
+def _queues(drains: Drains) -> str:
+    return " (quorum queues)" if drains.broker == "rabbitmq" else ""
 
 
-def _per_run_cells(result: dict[str, Any], get: Getter, fmt: str) -> list[str]:
-    return [" / ".join(_fmt(get(r), fmt) for r in result[n]["runs"]) for n in DRAIN_COLUMNS]
+def _server_label(label: str, drains: Drains) -> str:
+    """The server CPU row names whose CPU it counts (none: servers not started by the bench)."""
+    if label != SERVER_CPU:
+        return label
+    return f"server CPU per event ({' + '.join(drains.server_cpu_of) or 'not measured'})"
 
 
-def _kind_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [result["ratio"][name] for name in DRAIN_COLUMNS if name != "baseline"]
+def _cells(drains: Drains, get: Getter, fmt: str) -> list[str]:
+    return [_fmt(get(drains.blocks[name]["median"]), fmt) for name in drains.columns]
 
 
-def _ratio_cells(result: dict[str, Any], key: str) -> list[str]:
+def _per_run_cells(drains: Drains, get: Getter, fmt: str) -> list[str]:
+    blocks = drains.blocks
+    return [" / ".join(_fmt(get(r), fmt) for r in blocks[n]["runs"]) for n in drains.columns]
+
+
+def _kind_ratios(drains: Drains) -> list[dict[str, Any]]:
+    return [drains.blocks["ratio"][name] for name in drains.columns if name != "baseline"]
+
+
+def _ratio_cells(drains: Drains, key: str) -> list[str]:
     cells = ["1.000" if key == "median" else ""]
-    for ratio in _kind_ratios(result):
+    for ratio in _kind_ratios(drains):
         value = ratio[key]
         cells.append(" / ".join(f"{v:.3f}" for v in value) if key == "per_run" else f"{value:.3f}")
     return cells
@@ -235,23 +293,27 @@ def _fmt(value: Any, fmt: str) -> str:
 
 def targets(result: dict[str, Any]) -> str:
     """One line: each acceptance target, its median and whether it is met."""
-    ratio, summary = result["ratio"], result["summary"]
-    checks = [
-        (
-            f"{kind} {ratio[kind]['median']:.2f}x >= {_g(ratio[kind]['target'])}",
-            ratio[kind]["median"] >= ratio[kind]["target"],
-        )
-        for kind in ("unbatched", "batched", "bulk")
-        if ratio[kind]["target"] is not None
-    ]
-    checks.append(
-        (f"p99 {summary['latency_p99_ms']:.0f} ms <= 100", summary["latency_p99_ms"] <= 100)
+    checks = _ratio_checks(result.get("ratio"), "") + _ratio_checks(
+        result.get("rabbitmq", {}).get("ratio"), "RabbitMQ "
     )
-    bulk = summary["producer_bulk_events_per_s"]
-    checks.append((f"producer bulk {bulk:,.0f}/s >= 20,000", bulk >= 20_000))
-    per_event = summary["producer_per_event_to_raw"]
-    checks.append((f"producer per event / raw {per_event:.2f} >= 0.7", per_event >= 0.7))
+    summary = result["summary"]
+    if "latency_p99_ms" in summary:
+        p99 = summary["latency_p99_ms"]
+        checks.append((f"p99 {p99:.0f} ms <= 100", p99 <= 100))
+        bulk = summary["producer_bulk_events_per_s"]
+        checks.append((f"producer bulk {bulk:,.0f}/s >= 20,000", bulk >= 20_000))
+        per_event = summary["producer_per_event_to_raw"]
+        checks.append((f"producer per event / raw {per_event:.2f} >= 0.7", per_event >= 0.7))
     return "targets: " + "; ".join(f"{text} {'met' if ok else 'NOT MET'}" for text, ok in checks)
+
+
+def _ratio_checks(ratio: dict[str, Any] | None, broker: str) -> list[tuple[str, bool]]:
+    """Each drain ratio that has a target: its text and whether it is met."""
+    goals = {kind: r for kind, r in (ratio or {}).items() if isinstance(r, dict) and r["target"]}
+    return [
+        (f"{broker}{kind} {r['median']:.2f}x >= {_g(r['target'])}", r["median"] >= r["target"])
+        for kind, r in goals.items()
+    ]
 
 
 def footnotes(result: dict[str, Any]) -> list[str]:
@@ -260,13 +322,17 @@ def footnotes(result: dict[str, Any]) -> list[str]:
     notes = [
         f"command: {result['command']}",
         f"servers: {result['servers']['source']} (PostgreSQL {machine['postgresql']}, "
-        f"Redis {machine['redis']}); Python {machine['python']}, Celery {machine['celery']}, "
-        f"kombu {machine['kombu']}, redis-py {machine['redis_py']}, "
+        f"Redis {machine['redis']}){_rabbitmq_server(result)}; Python {machine['python']}, "
+        f"Celery {machine['celery']}, kombu {machine['kombu']}, redis-py {machine['redis_py']}, "
         f"SQLAlchemy {machine['sqlalchemy']}",
-        f"(c) offered load: {config['load']:g} x the same run's (b2) events/s; "
-        f"(d) {config['producer_events']:,} events per mode, one process each",
-        targets(result),
+        *_skipped(result),
     ]
+    if "latency" in result:
+        notes.append(
+            f"(c) offered load: {config['load']:g} x the same run's (b2) events/s; "
+            f"(d) {config['producer_events']:,} events per mode, one process each"
+        )
+    notes.append(targets(result))
     for fill in result.get("store_fill") or []:
         notes.append(
             f"(e) store filled by SQL to {fill['orders']:,} orders / {fill['events']:,} events "
@@ -275,11 +341,30 @@ def footnotes(result: dict[str, Any]) -> list[str]:
     return [*notes, *result["warnings"]]
 
 
+def _rabbitmq_server(result: dict[str, Any]) -> str:
+    status = _brokers(result).get("rabbitmq", {})
+    if status.get("status") != "measured":
+        return ""
+    return f", RabbitMQ {result['machine'].get('rabbitmq')} at {status['url']}"
+
+
+def _skipped(result: dict[str, Any]) -> list[str]:
+    """A line for each broker not measured, with the reason."""
+    return [
+        f"{SHOWN[name]} columns: skipped: {status['reason']}"
+        for name, status in _brokers(result).items()
+        if status["status"] != "measured"
+    ]
+
+
 def print_report(result: dict[str, Any], path: Path, console: Console | None = None) -> None:
-    """Print the tables, their footnotes and where the JSON went."""
+    """Print the tables (the drains on each broker; latency, producer and store size on Redis),
+    their footnotes and where the JSON went."""
     console = console or Console()
-    console.print(drain_table(result))
-    console.print(table(result))
+    for drains in drains_of(result):
+        console.print(drain_table(result, drains))
+    if "latency" in result:
+        console.print(table(result))
     for line in footnotes(result):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"results: {path}", highlight=False)

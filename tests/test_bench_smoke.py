@@ -1,6 +1,7 @@
-"""Smoke test of the benchmark harness: a short `python -m bench --quick` run works end to end.
+"""Smoke tests of the benchmark harness: short `python -m bench --quick` runs work end to end,
+on Redis (RabbitMQ reported skipped, with the reason) and on RabbitMQ alone.
 
-It asserts the harness runs and writes a complete result, never how fast anything is.
+They assert the harness runs and writes a complete result, never how fast anything is.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from orderfleet.worker.servers import broker_url_of_redis
@@ -17,7 +19,7 @@ from orderfleet.worker.servers import broker_url_of_redis
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 180
+TIMEOUT = 300  # the RabbitMQ run publishes its backlogs with confirms
 
 DRAINS = ("unbatched", "batched", "bulk")
 TOP_KEYS = {
@@ -44,6 +46,11 @@ POSITIVE = {
 }
 ROW_LABELS = ["(a) no-op", "(b1) unbatched", "(b2) batched", "(b3) bulk", "ratio to (a)"]
 ROW_LABELS += ["(c) publish->commit p99", "(d) publish_many, bulk", "(d) per event / raw"]
+CLOSED_AMQP_URL = "amqp://guest:guest@127.0.0.1:1"  # nothing listens on port 1
+QUICK = ["--quick", "--runs=1", "--duration=3", "--bulk-duration=2", "--noop-messages=1000"]
+RABBITMQ_DRAINS = ("batched", "bulk")
+RABBITMQ_LABELS = ["orderfleet bench on RabbitMQ", "(a) no-op", "(b2) batched", "(b3) bulk"]
+RABBITMQ_LABELS += ["ratio to (a)", "Redis columns: skipped"]
 
 
 def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
@@ -59,38 +66,38 @@ def bench_env(database_url: str, redis_url: str) -> dict[str, str]:
     return env
 
 
-def test_quick_bench_writes_a_complete_result(
-    server_database_url: str, redis_server_url: str, tmp_path: Path
-) -> None:
-    output = tmp_path / "bench.json"
-    command = [
-        sys.executable,
-        "-m",
-        "bench",
-        "--quick",
-        "--runs=1",
-        "--duration=3",
-        "--bulk-duration=2",
-        "--rate-duration=3",
-        "--noop-messages=1000",
-        "--producer-events=2000",
-        f"--data-dir={tmp_path / 'data'}",
-        f"--output={output}",
-    ]
+def run_bench(
+    database_url: str, redis_url: str, tmp_path: Path, options: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """`python -m bench` with these options, its data and JSON under tmp_path; it succeeded."""
+    command = [sys.executable, "-m", "bench", *options, f"--data-dir={tmp_path / 'data'}"]
     done = subprocess.run(
-        command,
+        [*command, f"--output={tmp_path / 'bench.json'}"],
         cwd=ROOT,
-        env=bench_env(server_database_url, redis_server_url),
+        env=bench_env(database_url, redis_url),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    for label in ROW_LABELS:
+    return done
+
+
+def test_quick_bench_writes_a_complete_result(
+    server_database_url: str, redis_server_url: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "bench.json"
+    options = ["--rate-duration=3", "--producer-events=2000", f"--amqp-url={CLOSED_AMQP_URL}"]
+    done = run_bench(server_database_url, redis_server_url, tmp_path, [*QUICK, *options])
+    for label in [*ROW_LABELS, "RabbitMQ columns: skipped"]:
         assert label in done.stdout, label
 
     result = json.loads(output.read_text())
     assert result.keys() >= TOP_KEYS
+    assert result["brokers"]["redis"]["status"] == "measured"
+    assert result["brokers"]["rabbitmq"]["status"] == "skipped"
+    assert "127.0.0.1:1" in result["brokers"]["rabbitmq"]["reason"]
+    assert "rabbitmq" not in result
     assert result["machine"].keys() >= MACHINE_KEYS
     assert result["servers"]["source"] == "environment"
     for block, keys in POSITIVE.items():
@@ -106,3 +113,37 @@ def test_quick_bench_writes_a_complete_result(
     for mode in ("bulk", "per_event", "raw"):
         assert result["producer"]["median"][mode]["events_per_s"] > 0, mode
     assert result["summary"]["latency_rate"] > 0
+
+
+def test_quick_bench_on_rabbitmq_alone(
+    server_database_url: str,
+    redis_server_url: str,
+    amqp_server_url: str,
+    amqp_url: str,
+    tmp_path: Path,
+) -> None:
+    """`--brokers rabbitmq`: the RabbitMQ columns in a virtual host the run deletes afterwards
+    (the `amqp_url` fixture makes sure rabbitmqctl works here, as the bench needs it)."""
+    options = [*QUICK, "--brokers=rabbitmq", f"--amqp-url={amqp_server_url}"]
+    done = run_bench(server_database_url, redis_server_url, tmp_path, options)
+    for label in RABBITMQ_LABELS:
+        assert label in done.stdout, label
+
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["brokers"]["redis"]["status"] == "skipped"
+    measured = result["brokers"]["rabbitmq"]
+    assert measured["status"] == "measured"
+    assert "baseline" not in result and "latency" not in result
+    section = result["rabbitmq"]
+    assert section["baseline"]["median"]["messages_per_s"] > 0
+    for drain in RABBITMQ_DRAINS:
+        assert len(section[drain]["runs"]) == 1
+        for key in DRAIN_KEYS:
+            assert section[drain]["median"][key] > 0, (drain, key)
+        assert section["ratio"][drain]["median"] > 0, drain
+        assert result["summary"][f"rabbitmq_{drain}_to_baseline_ratio"] > 0, drain
+    assert section["bulk"]["median"]["events_per_message"] > 1
+    vhost = urlsplit(measured["url"]).path.lstrip("/")
+    assert vhost.startswith("orderfleet-bench-")
+    listed = subprocess.run(["rabbitmqctl", "list_vhosts"], capture_output=True, text=True)
+    assert listed.returncode == 0 and vhost not in listed.stdout.split()
