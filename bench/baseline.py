@@ -63,6 +63,8 @@ def run_baseline(ctx: Context, name: str) -> dict[str, Any]:
     finally:
         ctx.supervisor.stop(workers)
     seconds = after.at - before.at
+    if depth_before == 0:
+        raise BenchError(f"the no-op backlog of {count} messages was gone before the workers ran")
     return {
         "messages_per_s": round(depth_before / seconds, 1),
         "messages": depth_before,

@@ -80,9 +80,15 @@ class RabbitBroker:
         return sum(self._ready(queue) for queue in queues)
 
     def clear(self, queues: Sequence[str]) -> None:
-        """Delete the queues (their consumers stopped); whoever uses one next declares it."""
+        """Empty the queues (their consumers stopped). Purged, not deleted: a producer in this
+        process that declared a queue before keeps it in kombu's declaration cache and would
+        not declare it again, and RabbitMQ drops what goes to a queue that is gone (run 2's
+        no-op backlog vanished so, and its drain rate read 0)."""
         for queue in queues:
-            self._open().queue_delete(queue)
+            try:
+                self._open().queue_purge(queue)
+            except NotFound:  # never declared: nothing to empty
+                self._channel = None
 
     def server_pids(self) -> list[int]:
         return [self.pid] if self.pid is not None else []
