@@ -22,12 +22,13 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from orderfleet.worker.db import driver_url
 from orderfleet.worker.dev.processes import FleetProcess, Supervisor, tallies_of
 from orderfleet.worker.dev.scratch import fresh_database, fresh_prefix, fresh_vhost, unique_id
 
 from bench.fleet import ended
 
-ADMIN_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+ADMIN_DATABASE_URL = driver_url("postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 POLL = 0.02  # seconds between two reads of the standby's tallies
