@@ -14,7 +14,7 @@ from bench.config import DEFAULT_DATA_DIR, BenchConfig
 OPTIONS = ["--workers", "--runs", "--duration", "--warmup", "--bulk-duration", "--load"]
 OPTIONS += ["--rate-duration", "--latency-warmup", "--noop-messages", "--producer-events"]
 OPTIONS += ["--orders-in-store", "--producers", "--partitions", "--seed", "--wait-quiet"]
-OPTIONS += ["--quick", "--data-dir", "--output"]
+OPTIONS += ["--quick", "--data-dir", "--output", "--brokers", "--amqp-url"]
 WIDE = {"COLUMNS": "200"}  # one line per option: Rich wraps help text to the terminal
 
 DEFAULTS = BenchConfig(
@@ -36,6 +36,8 @@ DEFAULTS = BenchConfig(
     quick=False,
     data_dir=DEFAULT_DATA_DIR,
     output=None,
+    brokers=None,
+    amqp_url=None,
 )
 QUICK = {
     "runs": 1,
