@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from orderfleet.worker.dev.lifeline import guarded_popen
+from orderfleet.worker.dev.scratch import RabbitMQUnavailable, rabbitmqctl
 from orderfleet.worker.servers import broker_url_of_redis
 
 from tests.fleet import ORDERFLEET
@@ -131,7 +132,9 @@ def parent_dir(tmp_path) -> Iterator[Path]:
     ],
 )
 def test_sigkill_of_a_parent_takes_its_workers_and_servers_with_it(parent, parent_dir):
-    """A bench or demo killed with SIGKILL leaves no worker and no embedded server behind."""
+    """A bench or demo killed with SIGKILL leaves no worker, no embedded server and no RabbitMQ
+    virtual host of its own behind."""
+    vhosts_before = bench_vhosts()
     data_dir = parent_dir / "data"
     args = [*parent, *(["--data-dir", str(data_dir)] if "bench" in parent else [])]
     env = clean_env(ORDERFLEET_DATA_DIR=str(data_dir), ORDERFLEET_PARTITIONS="4")
@@ -145,6 +148,18 @@ def test_sigkill_of_a_parent_takes_its_workers_and_servers_with_it(parent, paren
         time.sleep(0.1)
     left = [f"{p.pid} {' '.join(p.cmdline())}" for p in started if alive(p)]
     assert left == [], (parent_dir / "parent.log").read_text()[-3000:]
+    while time.monotonic() < deadline and bench_vhosts() - vhosts_before:
+        time.sleep(0.2)
+    assert bench_vhosts() - vhosts_before == set()
+
+
+def bench_vhosts() -> set[str]:
+    """The bench's RabbitMQ virtual hosts on this machine (none without rabbitmqctl)."""
+    try:
+        listed = rabbitmqctl(["list_vhosts", "--quiet"])
+    except RabbitMQUnavailable:
+        return set()
+    return {name for name in listed.split() if name.startswith("orderfleet-bench-")}
 
 
 def wait_for_fleet(starter: subprocess.Popen, data_dir: Path) -> list[psutil.Process]:

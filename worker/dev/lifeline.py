@@ -10,6 +10,7 @@ group and stops the embedded servers of every data directory it was told of, and
     from orderfleet.worker.dev.lifeline import lifeline
     lifeline.guard_group(process.pid)      # a child started with start_new_session=True
     lifeline.guard_data_dir(data_dir)      # embedded servers started under data_dir
+    lifeline.guard_vhost(name)             # a RabbitMQ virtual host made for a run
     lifeline.release_group(process.pid)    # handed over: it may outlive us (demo --keep-running)
 """
 
@@ -52,6 +53,15 @@ class Lifeline:
         """Leave the embedded servers of data_dir running after this process."""
         self._say(f"-dir {Path(data_dir).expanduser().resolve()}")
 
+    def guard_vhost(self, vhost: str, node: str | None = None) -> None:
+        """Delete RabbitMQ virtual host `vhost` (of `node`, else the default node) when this
+        process dies: a SIGKILLed bench or test would leave it and its queues behind."""
+        self._say(f"vhost {vhost} {node or '-'}")
+
+    def release_vhost(self, vhost: str, node: str | None = None) -> None:
+        """Leave virtual host `vhost` alone (it was deleted)."""
+        self._say(f"-vhost {vhost} {node or '-'}")
+
     def _say(self, line: str) -> None:
         with self._guard:
             os.write(self._writer(), f"{line}\n".encode())
@@ -89,25 +99,25 @@ def guarded_popen(args: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
 
 def watch(reader: int) -> None:
     """The watchdog: collect what to end until end of file, then end it all."""
-    groups: set[int] = set()
-    dirs: set[str] = set()
+    guarded: dict[str, set[str]] = {"group": set(), "dir": set(), "vhost": set()}
     with os.fdopen(reader, encoding="utf-8") as pipe:
         for line in pipe:
             kind, _, value = line.strip().partition(" ")
-            _note(kind, value, groups, dirs)
-    end_groups(groups)
-    for data_dir in dirs:
+            _note(kind, value, guarded)
+    end_groups({int(group) for group in guarded["group"]})
+    for data_dir in guarded["dir"]:
         with contextlib.suppress(Exception):
             _stop_embedded(Path(data_dir))
+    for vhost in guarded["vhost"]:
+        with contextlib.suppress(Exception):
+            _delete_vhost(*vhost.split(" "))
 
 
-def _note(kind: str, value: str, groups: set[int], dirs: set[str]) -> None:
-    """Add (`group N`, `dir PATH`) or remove (`-group N`, `-dir PATH`) a guarded item."""
-    release = kind.startswith("-")
-    if kind.lstrip("-") == "dir":
-        dirs.discard(value) if release else dirs.add(value)
-    else:
-        groups.discard(int(value)) if release else groups.add(int(value))
+def _note(kind: str, value: str, guarded: dict[str, set[str]]) -> None:
+    """Add (`group N`, `dir PATH`, `vhost NAME NODE`) or remove (the same with a leading `-`)
+    a guarded item."""
+    items = guarded[kind.lstrip("-")]
+    items.discard(value) if kind.startswith("-") else items.add(value)
 
 
 def end_groups(groups: set[int], grace: float = GRACE) -> None:
@@ -134,6 +144,12 @@ def _stop_embedded(data_dir: Path) -> None:
     from orderfleet.worker.dev import embedded  # only a watchdog that guards a data dir needs it
 
     embedded.stop(data_dir)
+
+
+def _delete_vhost(vhost: str, node: str) -> None:
+    from orderfleet.worker.dev.scratch import rabbitmqctl  # only a watchdog that guards one
+
+    rabbitmqctl(["delete_vhost", vhost], None if node == "-" else node)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 from orderfleet.worker.db import make_engine, upgrade
+from orderfleet.worker.dev.lifeline import lifeline
 from sqlalchemy import Engine, create_engine, make_url, text
 
 DELETE_BATCH = 1000
@@ -120,12 +121,14 @@ def fresh_vhost(amqp_url: str, name: str, node: str | None = None) -> Iterator[s
     """A new virtual host `name` on this machine's RabbitMQ node (rabbitmqctl), where the URL's
     user may do everything; the URL of it. Deleted at the end, with its queues."""
     user = urlsplit(amqp_url).username or "guest"
+    lifeline.guard_vhost(name, node)  # deleted even if we are SIGKILLed
     rabbitmqctl(["add_vhost", name], node)
     try:
         rabbitmqctl(["set_permissions", "-p", name, user, ".*", ".*", ".*"], node)
         yield vhost_url(amqp_url, name)
     finally:
         rabbitmqctl(["delete_vhost", name], node)
+        lifeline.release_vhost(name, node)
 
 
 def vhost_url(amqp_url: str, vhost: str) -> str:
