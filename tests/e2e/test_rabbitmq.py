@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Consumer, Queue
 from orderfleet.models import parse_event
 from orderfleet.worker.dead_letters import dead_letter, list_dead_letters
 from orderfleet.worker.dev import scratch
 from orderfleet.worker.dev.workload import deliveries_of, order_traffic
+from orderfleet.worker.rabbitmq import task_queues
 from orderfleet.worker.routing import queue_for, queue_name
+from orderfleet.worker.settings import load_settings
 
 from tests.fleet import ledger, rabbitmq_consumers, rabbitmq_queues, vhost_of, wait_for
 
@@ -109,10 +112,31 @@ def test_a_message_handed_back_past_the_delivery_limit_ends_in_the_dead_letters(
 def test_a_publish_the_broker_refuses_fails_the_producer(fleet, amqp_url):
     """With a length limit of 0 (a policy) a quorum queue rejects every publish (overflow
     reject-publish): the broker nacks, and the producer must not report it sent."""
+    settings = load_settings({"ORDERFLEET_PARTITIONS": str(len(PARTITIONS))})
+    queues = [q for q in task_queues(settings) if q.name in PARTITIONS]
+    with Connection(amqp_url) as conn:
+        for queue in queues:
+            queue(conn.default_channel).declare()
     policy = ["full", r"^orderfleet\.p", '{"max-length": 0}', "--apply-to", "queues"]
     scratch.rabbitmqctl(["set_policy", "-p", vhost_of(amqp_url), *policy])
+    _wait_until_refused(amqp_url, PARTITIONS)  # a quorum queue takes a policy asynchronously
     producer = fleet.publish(order_traffic(1, seed=10), "producer")
     assert producer.wait(60) != 0
     log = (fleet.log_dir / "producer.log").read_text()
     assert "MessageNacked" in log
     assert "published" not in log
+
+
+def _wait_until_refused(amqp_url: str, queues: list[str], timeout: float = 30.0) -> None:
+    """Probe each queue with a confirmed publish until the broker nacks it."""
+    deadline = time.monotonic() + timeout
+    with Connection(amqp_url, transport_options={"confirm_publish": True}) as conn:
+        producer = conn.Producer()
+        for queue in queues:
+            while True:
+                try:
+                    producer.publish({}, routing_key=queue, exchange="")
+                except MessageNacked:
+                    break
+                assert time.monotonic() < deadline, f"{queue} still takes messages"
+                time.sleep(0.1)
